@@ -1,0 +1,117 @@
+/**
+ * Composition root: the one place where concrete classes are chosen and wired together.
+ */
+import { readFile } from 'node:fs/promises';
+import type { RelayConfig } from './config/schema.js';
+import { attemptDelivery } from './delivery/attempt.js';
+import { Scheduler } from './delivery/scheduler.js';
+import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
+import { HttpGraphMailer, type GraphMailer } from './graph/mailer.js';
+import { createMsalTokenProvider } from './graph/msal-token-provider.js';
+import type { TokenProvider } from './graph/token-provider.js';
+import type { Logger } from './log.js';
+import { startSmtp, type RunningSmtp } from './smtp/server.js';
+import { FsSpool } from './spool/fs-spool.js';
+import type { Spool } from './spool/spool.js';
+import { systemClock, type Clock } from './util/clock.js';
+
+export interface RelayOptions {
+  config: RelayConfig;
+  logger: Logger;
+  clock?: Clock;
+  /** Extra CAs trusted for Graph and the authority (demo mode passes the emulator's). */
+  extraCaPem?: string[];
+  /** Replace the spool (tests force write failures through it). */
+  spool?: Spool;
+}
+
+export interface RunningRelay {
+  smtp: RunningSmtp;
+  scheduler: Scheduler;
+  spool: Spool;
+  tokens: TokenProvider;
+  /** Graceful stop: refuse new mail, let attempts in flight finish within deadlineMs, keep the rest spooled. */
+  stop(deadlineMs?: number): Promise<void>;
+}
+
+export async function createGraphClients(config: RelayConfig, extraCaPem: string[] = []): Promise<{ http: HttpTransport; tokens: TokenProvider; mailer: GraphMailer }> {
+  const cas = [...extraCaPem];
+  if (config.graph.caFile) cas.push(await readFile(config.graph.caFile, 'utf8'));
+  const http = createHttpTransport({ extraCaPem: cas, timeoutMs: config.graph.requestTimeout });
+  const tokens = await createMsalTokenProvider({
+    tenantId: config.graph.tenantId,
+    clientId: config.graph.clientId,
+    authorityHost: config.graph.authorityHost,
+    endpoint: config.graph.endpoint,
+    auth: config.graph.auth,
+    http,
+  });
+  return { http, tokens, mailer: new HttpGraphMailer(config.graph.endpoint, http) };
+}
+
+export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
+  const { config, logger } = options;
+  const clock = options.clock ?? systemClock;
+  const spool = options.spool ?? new FsSpool(config.spool.dir);
+  const recovery = await spool.recover();
+  logger.info(
+    {
+      event: 'spool.recovered',
+      dir: config.spool.dir,
+      queued: recovery.queued.length,
+      discardedPartial: recovery.discardedPartial,
+      quarantined: recovery.quarantined.length,
+      completedMoves: recovery.completedMoves,
+    },
+    'spool recovered',
+  );
+  for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, reason: q.reason }, 'corrupt spool entry moved to corrupt/');
+
+  const { http, tokens, mailer } = await createGraphClients(config, options.extraCaPem);
+  const scheduler = new Scheduler(
+    {
+      maxInFlightPerMailbox: config.delivery.maxInFlightPerMailbox,
+      backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
+      maxQueueLifetimeMs: config.delivery.maxQueueLifetime,
+    },
+    { spool, clock, logger, attempt: (entry) => attemptDelivery(entry, { tokens, mailer, spool }) },
+  );
+  for (const entry of recovery.queued) scheduler.enqueue(entry);
+  scheduler.start();
+
+  const smtp = await startSmtp(
+    {
+      listen: config.smtp.listen,
+      ...(config.smtp.hostname ? { hostname: config.smtp.hostname } : {}),
+      maxMessageSize: config.smtp.maxMessageSize,
+      maxRecipients: config.smtp.maxRecipients,
+      maxConnections: config.smtp.maxConnections,
+      socketTimeoutMs: config.smtp.socketTimeout,
+      ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
+    },
+    { spool, logger, clock, onQueued: (entry) => scheduler.enqueue(entry) },
+  );
+  logger.info(
+    { event: 'relay.started', listen: smtp.addresses.map((a) => `${a.host}:${a.port}`), mailbox: config.graph.mailbox, auth: tokens.description, endpoint: config.graph.endpoint, pid: process.pid },
+    'relay started',
+  );
+
+  let stopping: Promise<void> | null = null;
+  return {
+    smtp,
+    scheduler,
+    spool,
+    tokens,
+    stop(deadlineMs = 10_000) {
+      stopping ??= (async () => {
+        logger.info({ event: 'relay.stopping', deadlineMs }, 'stopping: no new mail accepted');
+        const smtpClosed = smtp.close();
+        const { unfinished } = await scheduler.stop(deadlineMs);
+        await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
+        await http.close().catch(() => undefined);
+        logger.info({ event: 'relay.stopped', unfinishedAttempts: unfinished }, 'relay stopped');
+      })();
+      return stopping;
+    },
+  };
+}

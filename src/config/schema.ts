@@ -1,0 +1,134 @@
+/**
+ * The one source of configuration truth: types, defaults, validation and (via zod's JSON Schema
+ * export) editor completion all come from this file. Objects are strict: unknown keys are errors.
+ */
+import { z } from 'zod';
+import { parseDurationMs, parseHostPort, parseSizeBytes } from './units.js';
+
+const duration = z
+  .union([z.number(), z.string()])
+  .transform((value, ctx) => {
+    const ms = parseDurationMs(value);
+    if (ms === null) {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration; use e.g. "90s", "15m", "1h", "5d" or a number of seconds` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const size = z
+  .union([z.number(), z.string()])
+  .transform((value, ctx) => {
+    const bytes = parseSizeBytes(value);
+    if (bytes === null || bytes <= 0) {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; use e.g. "3MB", "35MB", "512KiB" or a number of bytes` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const listenAddress = z.string().refine((v) => parseHostPort(v) !== null, {
+  message: 'expected "host:port", e.g. "127.0.0.1:2525" or "[::1]:2525"',
+});
+
+const httpsUrl = z.string().refine(
+  (v) => {
+    try {
+      const url = new URL(v);
+      return url.protocol === 'https:' && (url.pathname === '/' || url.pathname === '');
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected an https:// URL with no path, e.g. "https://graph.microsoft.com"' },
+);
+
+const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an address or CIDR block, e.g. "10.0.0.0/8" or "::1/128"');
+
+const secret = z.string().min(1);
+
+export const authSchema = z.discriminatedUnion('method', [
+  z.strictObject({ method: z.literal('clientSecret'), clientSecret: secret }),
+  z.strictObject({
+    method: z.literal('certificate'),
+    certificateFile: z.string().min(1),
+    privateKeyFile: z.string().min(1),
+    privateKeyPassphrase: secret.optional(),
+  }),
+  z.strictObject({ method: z.literal('password'), username: z.string().min(1), password: secret }),
+  z.strictObject({ method: z.literal('deviceCode'), tokenCacheFile: z.string().min(1) }),
+  z.strictObject({ method: z.literal('federated'), assertionFile: z.string().min(1) }),
+]);
+
+export const DEFAULT_AUTHORITY_HOST = 'https://login.microsoftonline.com';
+export const DEFAULT_GRAPH_ENDPOINT = 'https://graph.microsoft.com';
+
+/**
+ * Until the large-message path (draft + upload sessions) exists, one sendMail request carries the
+ * whole message. Graph refuses requests over about 4 MB ("The maximum request length supported is
+ * 4MB", graph-api-facts §1.5) and base64 grows the MIME by 4/3, so 3,000,000 raw bytes (4,000,000
+ * base64) is what we can promise; SIZE advertises exactly this.
+ */
+export const DEFAULT_MAX_MESSAGE_SIZE = 3_000_000;
+
+export const configSchema = z.strictObject({
+  smtp: z
+    .strictObject({
+      listen: z
+        .union([listenAddress, z.array(listenAddress).min(1)])
+        .prefault('127.0.0.1:2525')
+        .transform((v) => (Array.isArray(v) ? v : [v])),
+      /** Name used in the greeting, EHLO reply and Received header; defaults to the OS host name. */
+      hostname: z.string().min(1).optional(),
+      maxMessageSize: size.prefault(DEFAULT_MAX_MESSAGE_SIZE),
+      // 500 recipients per message is Graph's documented maximum (message resource, graph-api-facts §1.6).
+      maxRecipients: z.int().min(1).max(500).prefault(500),
+      maxConnections: z.int().min(1).prefault(200),
+      allowedClients: z.array(cidr).min(1).optional(),
+      // RFC 5321 §4.5.3.2 asks servers to wait at least 5 minutes for commands; 60 s keeps idle devices from pinning sockets.
+      socketTimeout: duration.prefault('60s'),
+    })
+    .prefault({}),
+  graph: z.strictObject({
+    tenantId: z.string().min(1),
+    clientId: z.string().min(1),
+    auth: authSchema,
+    mailbox: z.string().min(3).optional(),
+    authorityHost: httpsUrl.prefault(DEFAULT_AUTHORITY_HOST),
+    endpoint: httpsUrl.prefault(DEFAULT_GRAPH_ENDPOINT),
+    /** Extra PEM bundle trusted for Graph and the authority, on top of system CAs and NODE_EXTRA_CA_CERTS. */
+    caFile: z.string().min(1).optional(),
+    requestTimeout: duration.prefault('30s'),
+  }),
+  spool: z
+    .strictObject({
+      dir: z.string().min(1).prefault('/var/spool/smtp-graph-relay'),
+    })
+    .prefault({}),
+  delivery: z
+    .strictObject({
+      // Graph allows four concurrent requests per app and mailbox (throttling-limits, graph-api-facts §3.2).
+      maxInFlightPerMailbox: z.int().min(1).max(16).prefault(4),
+      retry: z
+        .strictObject({
+          minDelay: duration.prefault('60s'),
+          maxDelay: duration.prefault('1h'),
+        })
+        .prefault({}),
+      // Postfix's maximal_queue_lifetime default is 5 days.
+      maxQueueLifetime: duration.prefault('5d'),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).prefault('info'),
+    })
+    .prefault({}),
+});
+
+export type RelayConfigInput = z.input<typeof configSchema>;
+export type RelayConfig = z.output<typeof configSchema>;
+export type AuthConfig = RelayConfig['graph']['auth'];
+
+/** Keys whose values are secrets: redacted in --print-config and never logged. */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'password', 'privateKeyPassphrase', 'passwordHash']);

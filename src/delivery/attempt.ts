@@ -1,0 +1,78 @@
+/**
+ * One delivery attempt: token -> spooled MIME -> sendMail -> classification. A 401 forces exactly
+ * one token refresh and one more request; a second 401 waits for a person (DESIGN.md).
+ */
+import type { GraphMailer, GraphOutcome } from '../graph/mailer.js';
+import { TokenError, type TokenProvider } from '../graph/token-provider.js';
+import type { SpoolEntry } from '../spool/entry.js';
+import type { Spool } from '../spool/spool.js';
+import { classifyOutcome, type Decision } from './classify.js';
+
+/**
+ * A single sendMail request is limited to about 4 MB (graph-api-facts §1.5); base64 makes 3 MiB of
+ * MIME exactly 4 MiB. Larger spooled messages (headers added after SIZE was checked) fail clearly.
+ */
+export const MAX_SINGLE_REQUEST_MIME_BYTES = 3 * 1024 * 1024;
+
+export interface AttemptDeps {
+  tokens: TokenProvider;
+  mailer: GraphMailer;
+  spool: Spool;
+}
+
+export interface AttemptResult {
+  decision: Decision;
+  status?: number;
+  code?: string;
+  requestId?: string;
+}
+
+function tokenFailure(err: unknown): AttemptResult {
+  const e = err instanceof TokenError ? err : new TokenError(String((err as Error)?.message ?? err), 'unknown_error', true);
+  const reason = `token acquisition failed${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}: ${e.message}`;
+  return { decision: { action: 'retry', kind: e.transient ? 'transient' : 'operator', reason, retryAfterMs: null, pauseMailbox: false }, code: e.aadsts ? `AADSTS${e.aadsts}` : e.errorCode };
+}
+
+function resultOf(outcome: GraphOutcome, decision: Decision): AttemptResult {
+  if (outcome.kind === 'network') return { decision, ...(outcome.code ? { code: outcome.code } : {}) };
+  return { decision, status: outcome.status, ...(outcome.code ? { code: outcome.code } : {}), ...(outcome.requestId ? { requestId: outcome.requestId } : {}) };
+}
+
+export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Promise<AttemptResult> {
+  if (entry.size > MAX_SINGLE_REQUEST_MIME_BYTES) {
+    return { decision: { action: 'fail', reason: `message is ${entry.size} bytes; one Graph sendMail request carries at most ${MAX_SINGLE_REQUEST_MIME_BYTES} bytes of MIME and large-message upload is not supported yet` } };
+  }
+  let token: string;
+  try {
+    token = await deps.tokens.getToken();
+  } catch (err) {
+    return tokenFailure(err);
+  }
+  let mime: Buffer;
+  try {
+    mime = await deps.spool.readMessage(entry.id);
+  } catch (err) {
+    return { decision: { action: 'retry', kind: 'operator', reason: `cannot read the spooled message: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false } };
+  }
+  let outcome = await deps.mailer.sendMime(entry.mailbox, mime, token);
+  let decision = classifyOutcome(outcome);
+  if (decision.action !== 'refresh-token') return resultOf(outcome, decision);
+
+  try {
+    token = await deps.tokens.getToken({ forceRefresh: true });
+  } catch (err) {
+    return tokenFailure(err);
+  }
+  outcome = await deps.mailer.sendMime(entry.mailbox, mime, token);
+  decision = classifyOutcome(outcome);
+  if (decision.action === 'refresh-token') {
+    decision = {
+      action: 'retry',
+      kind: 'operator',
+      reason: 'HTTP 401 even with a freshly issued token - check that the app has Mail.Send (application) with admin consent and that graph.endpoint matches the cloud of graph.authorityHost',
+      retryAfterMs: null,
+      pauseMailbox: false,
+    };
+  }
+  return resultOf(outcome, decision);
+}

@@ -1,0 +1,228 @@
+/**
+ * The queue manager (Postfix qmgr's role): which message goes next, per-mailbox concurrency
+ * (4 in flight by default, Graph's documented limit), Retry-After honoured per mailbox, and the
+ * outcome written back to the spool before the next decision. It holds no state the spool cannot
+ * rebuild: after a crash, recovery re-enqueues everything in queue/.
+ */
+import type { Logger } from '../log.js';
+import type { SpoolEntry } from '../spool/entry.js';
+import type { Spool } from '../spool/spool.js';
+import type { Clock } from '../util/clock.js';
+import { MinHeap } from '../util/min-heap.js';
+import type { AttemptResult } from './attempt.js';
+import { nextAttemptAt, type BackoffPolicy } from './backoff.js';
+
+export interface SchedulerOptions {
+  maxInFlightPerMailbox: number;
+  backoff: BackoffPolicy;
+  maxQueueLifetimeMs: number;
+}
+
+export interface SchedulerDeps {
+  spool: Spool;
+  attempt: (entry: SpoolEntry) => Promise<AttemptResult>;
+  clock: Clock;
+  logger: Logger;
+  random?: () => number;
+  /** Notified after every finished attempt (metrics, tests). */
+  onSettled?: (entry: SpoolEntry, result: AttemptResult) => void;
+}
+
+interface MailboxState {
+  inFlight: number;
+  /** No request to this mailbox before this time (Graph's Retry-After). */
+  pausedUntil: number;
+  ready: SpoolEntry[];
+}
+
+export class Scheduler {
+  private readonly waiting = new MinHeap<SpoolEntry>((a, b) => a.nextAttemptAt < b.nextAttemptAt);
+  private readonly mailboxes = new Map<string, MailboxState>();
+  /** Ids the scheduler currently owns (waiting, ready or in flight): enqueue is idempotent. */
+  private readonly owned = new Set<string>();
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private running = false;
+
+  constructor(
+    private readonly options: SchedulerOptions,
+    private readonly deps: SchedulerDeps,
+  ) {}
+
+  get stats() {
+    let ready = 0;
+    for (const m of this.mailboxes.values()) ready += m.ready.length;
+    return { owned: this.owned.size, waiting: this.waiting.size, ready, inFlight: this.inFlight.size };
+  }
+
+  inFlightFor(mailbox: string): number {
+    return this.mailboxes.get(mailbox)?.inFlight ?? 0;
+  }
+
+  start(): void {
+    this.running = true;
+    this.pump();
+  }
+
+  enqueue(entry: SpoolEntry): void {
+    if (this.owned.has(entry.id) || entry.held) return;
+    this.owned.add(entry.id);
+    this.waiting.push(entry);
+    if (this.running) this.pump();
+  }
+
+  /** Forgets a message (held or deleted by an operator); an attempt already in flight finishes. */
+  forget(id: string): boolean {
+    if (this.inFlight.has(id)) return false;
+    this.waiting.removeWhere((e) => e.id === id);
+    for (const m of this.mailboxes.values()) m.ready = m.ready.filter((e) => e.id !== id);
+    return this.owned.delete(id);
+  }
+
+  /** Stops dispatching, then waits up to deadlineMs for attempts in flight; the rest stays spooled. */
+  async stop(deadlineMs: number): Promise<{ unfinished: number }> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const pending = [...this.inFlight.values()];
+    let timeout: NodeJS.Timeout | undefined;
+    const expired = new Promise<'timeout'>((resolve) => {
+      timeout = setTimeout(() => resolve('timeout'), deadlineMs);
+    });
+    await Promise.race([Promise.allSettled(pending), expired]);
+    clearTimeout(timeout);
+    return { unfinished: this.inFlight.size };
+  }
+
+  private mailbox(name: string): MailboxState {
+    let state = this.mailboxes.get(name);
+    if (!state) {
+      state = { inFlight: 0, pausedUntil: 0, ready: [] };
+      this.mailboxes.set(name, state);
+    }
+    return state;
+  }
+
+  private pump(): void {
+    if (!this.running) return;
+    const now = this.deps.clock.now();
+    for (let next = this.waiting.peek(); next && next.nextAttemptAt <= now; next = this.waiting.peek()) {
+      this.waiting.pop();
+      this.mailbox(next.mailbox).ready.push(next);
+    }
+    let wakeAt = this.waiting.peek()?.nextAttemptAt ?? Infinity;
+    for (const [name, state] of this.mailboxes) {
+      if (state.ready.length === 0) {
+        if (state.inFlight === 0 && state.pausedUntil <= now) this.mailboxes.delete(name);
+        continue;
+      }
+      if (state.pausedUntil > now) {
+        wakeAt = Math.min(wakeAt, state.pausedUntil);
+        continue;
+      }
+      while (state.inFlight < this.options.maxInFlightPerMailbox && state.ready.length > 0) {
+        this.dispatch(state, state.ready.shift() as SpoolEntry);
+      }
+    }
+    this.armTimer(wakeAt, now);
+  }
+
+  private armTimer(wakeAt: number, now: number): void {
+    if (wakeAt === Infinity) return;
+    if (this.timer && this.timerAt <= wakeAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = wakeAt;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = Infinity;
+      this.pump();
+    }, Math.max(0, wakeAt - now));
+  }
+
+  private dispatch(state: MailboxState, entry: SpoolEntry): void {
+    state.inFlight += 1;
+    const run = this.deps
+      .attempt(entry)
+      .catch((err: unknown): AttemptResult => ({
+        decision: { action: 'retry', kind: 'transient', reason: `internal error during attempt: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false },
+      }))
+      .then((result) => this.settle(state, entry, result))
+      .catch((err: unknown) => {
+        // The spool could not record the outcome; the message is still on disk and is retried.
+        this.deps.logger.error({ event: 'spool.update_failed', queueId: entry.id, err: (err as Error).message }, 'could not record the delivery outcome');
+        this.requeue({ ...entry, nextAttemptAt: this.deps.clock.now() + this.options.backoff.minMs });
+      })
+      .finally(() => {
+        state.inFlight -= 1;
+        this.inFlight.delete(entry.id);
+        this.pump();
+      });
+    this.inFlight.set(entry.id, run);
+  }
+
+  private requeue(entry: SpoolEntry): void {
+    this.waiting.push(entry);
+  }
+
+  private async settle(state: MailboxState, entry: SpoolEntry, result: AttemptResult): Promise<void> {
+    const now = this.deps.clock.now();
+    const { logger } = this.deps;
+    const decision = result.decision;
+    const attempts = entry.attempts + 1;
+    const graph = { status: result.status, code: result.code, requestId: result.requestId };
+
+    if (decision.action === 'delivered') {
+      await this.deps.spool.remove(entry.id);
+      this.owned.delete(entry.id);
+      logger.info(
+        {
+          event: 'delivery.delivered',
+          queueId: entry.id,
+          messageId: entry.messageId,
+          mailbox: entry.mailbox,
+          recipients: entry.envelope.rcptTo.length,
+          size: entry.size,
+          attempts,
+          requestId: result.requestId,
+          queueTimeMs: now - entry.receivedAt,
+        },
+        'delivered',
+      );
+    } else if (decision.action === 'fail' || (decision.action === 'retry' && now - entry.receivedAt >= this.options.maxQueueLifetimeMs)) {
+      const reason = decision.action === 'fail' ? decision.reason : `queue lifetime of ${Math.round(this.options.maxQueueLifetimeMs / 3_600_000)}h exceeded; last error: ${decision.reason}`;
+      const failed: SpoolEntry = {
+        ...entry,
+        attempts,
+        failedAt: now,
+        failReason: reason,
+        lastError: { at: now, kind: 'permanent', message: reason, ...stripUndefined(graph) },
+      };
+      await this.deps.spool.moveToFailed(failed);
+      this.owned.delete(entry.id);
+      logger.error({ event: 'delivery.failed', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, ...graph }, 'delivery failed permanently');
+    } else {
+      const kind = decision.action === 'retry' ? decision.kind : 'transient';
+      const reason = decision.action === 'retry' ? decision.reason : 'token refresh requested';
+      const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
+      const next = nextAttemptAt(now, attempts, retryAfterMs, this.options.backoff, this.deps.random);
+      if (decision.action === 'retry' && decision.pauseMailbox) state.pausedUntil = Math.max(state.pausedUntil, next);
+      const deferred: SpoolEntry = {
+        ...entry,
+        attempts,
+        nextAttemptAt: next,
+        lastError: { at: now, kind, message: reason, ...stripUndefined(graph) },
+      };
+      await this.deps.spool.update(deferred);
+      this.requeue(deferred);
+      const fields = { event: 'delivery.deferred', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, retryInMs: next - now, ...graph };
+      if (kind === 'operator') logger.error({ ...fields, operatorActionRequired: true }, 'delivery deferred: needs an administrator');
+      else logger.warn(fields, 'delivery deferred');
+    }
+    this.deps.onSettled?.(entry, result);
+  }
+}
+
+function stripUndefined<T extends Record<string, unknown>>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

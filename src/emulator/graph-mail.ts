@@ -1,0 +1,151 @@
+/**
+ * The Microsoft Graph mail half of the emulator: sendMail (MIME and JSON), drafts, attachments,
+ * upload sessions and send, GET /users/{id}; Graph's error shape with request-id; Outlook's
+ * per-mailbox limits (4 concurrent requests, a 4 MB request body) and a check that nobody
+ * sends to a mailbox before its Retry-After has passed (graph-api-facts §1-3, §8).
+ */
+import { EventEmitter } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { addressesIn, parseHeaderBlock } from '../mime/header-block.js';
+
+export interface EmulatedMailbox {
+  upn: string;
+  displayName: string;
+  /** Addresses this mailbox may send as (besides itself), when sendAs is enforced. */
+  sendAs?: string[];
+  /** false: the mailbox is inactive / on-premises (404 MailboxNotEnabledForRESTAPI). */
+  restEnabled?: boolean;
+}
+
+export interface DeliveredAttachment {
+  name: string;
+  contentType: string;
+  isInline: boolean;
+  contentId?: string;
+  bytes: Buffer;
+}
+
+export interface DeliveredMessage {
+  seq: number;
+  mailbox: string;
+  /** Recipients Graph would send to: To, Cc and Bcc of the MIME (or the JSON recipients). */
+  recipients: string[];
+  via: 'mime' | 'json' | 'draft';
+  mime?: Buffer;
+  json?: Record<string, unknown>;
+  attachments: DeliveredAttachment[];
+  requestId: string;
+  at: number;
+  /** The delegated user or app that sent it. */
+  sentBy: string;
+}
+
+export interface GraphError {
+  status: number;
+  code: string;
+  message: string;
+  headers?: Record<string, string>;
+}
+
+export function graphErrorBody(requestId: string, clientRequestId: string | undefined, code: string, message: string) {
+  return { error: { code, message, innerError: { date: new Date().toISOString().replace(/\.\d+Z$/, ''), 'request-id': requestId, 'client-request-id': clientRequestId ?? requestId } } };
+}
+
+/** Graph takes MIME recipients from the top-level To, Cc and Bcc fields. */
+export function mimeRecipients(mime: Buffer): string[] {
+  const end = mime.indexOf('\r\n\r\n');
+  const block = end === -1 ? mime : mime.subarray(0, end + 2);
+  const fields = parseHeaderBlock(block);
+  return [...new Set(fields.filter((f) => f.name === 'to' || f.name === 'cc' || f.name === 'bcc').flatMap((f) => addressesIn(f.value)))];
+}
+
+export function mimeFrom(mime: Buffer): string | null {
+  const end = mime.indexOf('\r\n\r\n');
+  const fields = parseHeaderBlock(end === -1 ? mime : mime.subarray(0, end + 2));
+  const from = fields.find((f) => f.name === 'from');
+  return from ? (addressesIn(from.value)[0] ?? null) : null;
+}
+
+export class GraphMailState extends EventEmitter {
+  readonly mailboxes = new Map<string, EmulatedMailbox>();
+  readonly delivered: DeliveredMessage[] = [];
+  readonly drafts = new Map<string, { mailbox: string; mime?: Buffer; json?: Record<string, unknown>; attachments: DeliveredAttachment[] }>();
+  readonly uploads = new Map<string, { draftId: string; name: string; size: number; contentType: string; isInline: boolean; contentId?: string; chunks: Buffer[]; next: number; authHeaderSeen: boolean }>();
+
+  /** Outlook allows four concurrent requests per app and mailbox (graph-api-facts §3.2). */
+  concurrencyLimit = 4;
+  /** "The maximum request length supported is 4MB" (graph-api-facts §1.5). */
+  maxRequestBytes = 4 * 1024 * 1024;
+  latencyMs = 0;
+  /** When true, a From other than the mailbox (or its sendAs list) gets 403 ErrorSendAsDenied. */
+  enforceSendAs = false;
+
+  readonly inFlight = new Map<string, number>();
+  readonly maxInFlightSeen = new Map<string, number>();
+  /** 429s the emulator produced because a client exceeded the concurrency limit (self-inflicted throttling). */
+  concurrencyThrottles = 0;
+  /** Per mailbox: no request expected before this time (a Retry-After we sent). */
+  readonly notBefore = new Map<string, number>();
+  readonly retryAfterViolations: Array<{ mailbox: string; earlyByMs: number }> = [];
+  readonly requests: Array<{ route: string; mailbox: string | null; at: number; status: number; authorization: boolean }> = [];
+  uploadAuthorizationHeaders = 0;
+  private seq = 0;
+
+  constructor(private readonly outDir: string | null) {
+    super();
+    if (outDir) mkdirSync(outDir, { recursive: true });
+  }
+
+  addMailbox(mailbox: EmulatedMailbox): void {
+    this.mailboxes.set(mailbox.upn.toLowerCase(), mailbox);
+  }
+
+  record(message: Omit<DeliveredMessage, 'seq' | 'at'>): DeliveredMessage {
+    const full: DeliveredMessage = { ...message, seq: ++this.seq, at: Date.now() };
+    this.delivered.push(full);
+    if (this.outDir) {
+      const base = path.join(this.outDir, `${String(full.seq).padStart(6, '0')}-${full.requestId}`);
+      if (full.mime) writeFileSync(`${base}.eml`, full.mime);
+      else writeFileSync(`${base}.json`, JSON.stringify(full.json, null, 2));
+      for (const [i, att] of full.attachments.entries()) writeFileSync(`${base}.att${i}-${att.name.replace(/[^\w.-]/g, '_')}`, att.bytes);
+    }
+    this.emit('delivered', full);
+    return full;
+  }
+
+  /** Resolves once at least `count` messages have been delivered (or rejects after timeoutMs). */
+  waitForDelivered(count: number, timeoutMs = 30_000): Promise<DeliveredMessage[]> {
+    if (this.delivered.length >= count) return Promise.resolve(this.delivered.slice());
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.off('delivered', check);
+        reject(new Error(`emulator: ${this.delivered.length} of ${count} messages delivered after ${timeoutMs} ms`));
+      }, timeoutMs);
+      const check = () => {
+        if (this.delivered.length >= count) {
+          clearTimeout(timer);
+          this.off('delivered', check);
+          resolve(this.delivered.slice());
+        }
+      };
+      this.on('delivered', check);
+    });
+  }
+
+  noteRetryAfter(mailbox: string, retryAfterSeconds: number): void {
+    const until = Date.now() + retryAfterSeconds * 1000;
+    this.notBefore.set(mailbox, Math.max(this.notBefore.get(mailbox) ?? 0, until));
+  }
+
+  /** Records a request that arrived before the mailbox's Retry-After had passed. */
+  checkRetryAfter(mailbox: string): void {
+    const until = this.notBefore.get(mailbox);
+    if (until !== undefined && Date.now() < until) this.retryAfterViolations.push({ mailbox, earlyByMs: until - Date.now() });
+  }
+
+  newRequestId(): string {
+    return randomUUID();
+  }
+}

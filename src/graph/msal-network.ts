@@ -1,0 +1,30 @@
+/**
+ * MSAL's INetworkModule on our undici transport: MSAL then uses the same CA trust and timeouts as
+ * Graph, works against a custom https authority (the emulator) without internet access, and never
+ * reaches for the default https agent.
+ */
+import type { INetworkModule, NetworkRequestOptions, NetworkResponse } from '@azure/msal-node';
+import type { HttpTransport } from './http-transport.js';
+
+export class TransportNetworkModule implements INetworkModule {
+  constructor(private readonly http: HttpTransport) {}
+
+  sendGetRequestAsync<T>(url: string, options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
+    return this.send<T>('GET', url, options);
+  }
+
+  sendPostRequestAsync<T>(url: string, options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
+    return this.send<T>('POST', url, options);
+  }
+
+  private async send<T>(method: string, url: string, options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
+    const response = await this.http.request(url, { method, ...(options?.headers ? { headers: options.headers } : {}), ...(options?.body !== undefined ? { body: options.body } : {}) });
+    let body: unknown = {};
+    try {
+      body = JSON.parse(response.body.toString('utf8'));
+    } catch {
+      body = { error: 'invalid_response', error_description: `HTTP ${response.status} with a non-JSON body from ${new URL(url).host}` };
+    }
+    return { status: response.status, headers: response.headers, body: body as T };
+  }
+}

@@ -1,0 +1,14 @@
+/**
+ * Retry-After (RFC 9110 §10.2.3) as Graph sends it: delay-seconds, sometimes fractional
+ * ("Retry-After: 2.128" appears in Graph's throttling docs, graph-api-facts §3.1), or an HTTP-date.
+ * Returns the delay in milliseconds from now, or null when absent or unparseable.
+ */
+export function parseRetryAfterMs(value: string | undefined, nowMs: number): number | null {
+  if (value === undefined) return null;
+  const trimmed = value.trim();
+  if (trimmed === '') return null;
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.ceil(Number(trimmed) * 1000);
+  const date = Date.parse(trimmed);
+  if (Number.isNaN(date)) return null;
+  return Math.max(0, date - nowMs);
+}

@@ -1,0 +1,22 @@
+/** The identity boundary: something that hands out Graph access tokens. */
+export interface TokenProvider {
+  getToken(options?: { forceRefresh?: boolean }): Promise<string>;
+  /** For logs and `check`: which flow, never a secret. */
+  readonly description: string;
+}
+
+/**
+ * A token could not be obtained. `transient` errors (network, 5xx, throttling) clear by themselves;
+ * the rest need a person (wrong secret, missing consent, MFA): mail waits in the queue either way.
+ */
+export class TokenError extends Error {
+  constructor(
+    message: string,
+    readonly errorCode: string,
+    readonly transient: boolean,
+    readonly aadsts?: string,
+  ) {
+    super(message);
+    this.name = 'TokenError';
+  }
+}

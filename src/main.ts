@@ -1,0 +1,165 @@
+#!/usr/bin/env node
+/**
+ * Entry point: arguments, signals, exit codes. Exit codes follow sysexits(3) so systemd can tell a
+ * broken configuration (78, do not restart) from a crash (1, restart).
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startRelay, type RunningRelay } from './app.js';
+import { runCheck } from './ops/check.js';
+import { ConfigError, loadConfigFile, redactConfig } from './config/load.js';
+import { createLogger } from './log.js';
+import { startDemo } from './demo.js';
+import { stringify } from 'yaml';
+
+export const EXIT = { ok: 0, failure: 1, usage: 64, config: 78 } as const;
+
+const HELP = `smtp-graph-relay - SMTP in, Microsoft Graph sendMail out
+
+Usage:
+  smtp-graph-relay [serve] [--config FILE] [--listen HOST:PORT] [--print-config]
+      Run the relay. Without --config (or RELAY_CONFIG) it runs in demo mode against
+      the embedded Graph emulator.
+  smtp-graph-relay demo [--listen HOST:PORT] [--dir DIR]
+      Demo mode explicitly; delivered messages are written under DIR/delivered.
+  smtp-graph-relay check --config FILE [--send-to ADDRESS]
+      Validate the config, get a token, look up the mailbox, optionally send a test message.
+
+Options:
+  --config FILE      YAML configuration (also RELAY_CONFIG)
+  --listen ADDR      override smtp.listen
+  --print-config     print the effective configuration (secrets redacted) and exit
+  --help, --version
+`;
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        dir: { type: 'string' },
+        'print-config': { type: 'boolean' },
+        'send-to': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${HELP}`);
+    return EXIT.usage;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(HELP);
+    return EXIT.ok;
+  }
+  if (values.version) {
+    process.stdout.write(`${version()}\n`);
+    return EXIT.ok;
+  }
+  const command = positionals[0] ?? 'serve';
+  const configFile = values.config ?? process.env.RELAY_CONFIG;
+
+  try {
+    if (command === 'check') {
+      if (!configFile) {
+        process.stderr.write('check needs --config FILE (or RELAY_CONFIG)\n');
+        return EXIT.usage;
+      }
+      const config = await loadConfigFile(configFile);
+      return await runCheck(config, { sendTo: values['send-to'], out: process.stdout });
+    }
+    if (command !== 'serve' && command !== 'demo') {
+      process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
+      return EXIT.usage;
+    }
+
+    let relay: RunningRelay;
+    let cleanup: () => Promise<void> = async () => undefined;
+    if (command === 'demo' || !configFile) {
+      const dir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
+      const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525');
+      if (values['print-config']) {
+        process.stdout.write(stringify(redactConfig(demo.config)));
+        await demo.emulator.close();
+        return EXIT.ok;
+      }
+      const logger = createLogger(process.env.LOG_LEVEL ?? demo.config.log.level);
+      relay = await startRelay({ config: demo.config, logger, extraCaPem: [demo.emulator.caPem] });
+      const at = relay.smtp.addresses[0];
+      process.stderr.write(
+        `\nsmtp-graph-relay is running in DEMO MODE (no --config given): Graph is the embedded emulator at ${demo.emulator.url}\n` +
+          `  SMTP       ${at?.host}:${at?.port}    try: swaks --server ${at?.host}:${at?.port} --to someone@example.org\n` +
+          `  Delivered  ${demo.deliveredDir}/   (every message Graph accepted, as .eml)\n` +
+          `  Spool      ${demo.config.spool.dir}\n` +
+          `  Stop with Ctrl+C. For a real tenant: smtp-graph-relay serve --config relay.yaml (see README).\n\n`,
+      );
+      cleanup = () => demo.emulator.close();
+    } else {
+      const config = await loadConfigFile(configFile);
+      if (values['print-config']) {
+        process.stdout.write(stringify(redactConfig(config)));
+        return EXIT.ok;
+      }
+      const effective = values.listen ? { ...config, smtp: { ...config.smtp, listen: [values.listen] } } : config;
+      const logger = createLogger(process.env.LOG_LEVEL ?? config.log.level);
+      relay = await startRelay({ config: effective, logger });
+    }
+
+    return await new Promise<number>((resolve) => {
+      let signals = 0;
+      const onSignal = (signal: NodeJS.Signals) => {
+        signals += 1;
+        if (signals > 1) {
+          process.stderr.write(`second ${signal}: exiting now; anything not delivered stays in the spool\n`);
+          resolve(EXIT.failure);
+          return;
+        }
+        relay
+          .stop(10_000)
+          .then(cleanup)
+          .then(() => resolve(EXIT.ok), () => resolve(EXIT.failure));
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return EXIT.config;
+    }
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE') {
+      process.stderr.write(`cannot listen: ${e.message} - another process uses that port; pick another with --listen or smtp.listen\n`);
+      return EXIT.failure;
+    }
+    process.stderr.write(`fatal: ${e.message}\n`);
+    return EXIT.failure;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // Let pino flush, then leave even if a keep-alive socket lingers.
+    setTimeout(() => process.exit(code), 50).unref();
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`fatal: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(EXIT.failure);
+  },
+);

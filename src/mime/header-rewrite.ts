@@ -1,0 +1,76 @@
+/**
+ * The only edits the relay makes to a message, all in the top-level header block (never inside
+ * MIME parts, DESIGN.md): a Received trace field on top; Date and Message-ID when missing
+ * (RFC 5322 §3.6 requires Date; Exchange threads by Message-ID); and one Bcc field carrying the
+ * envelope recipients that no To/Cc field names, so Graph - which takes recipients from the
+ * headers of MIME content - sends to exactly the SMTP envelope.
+ */
+import { addressesIn, type HeaderField } from './header-block.js';
+import { formatRfc5322Date } from './rfc5322-date.js';
+
+export interface TraceInfo {
+  queueId: string;
+  hostname: string;
+  heloName: string;
+  clientAddress: string;
+  /** ESMTP, ESMTPS (TLS) or ESMTPSA (TLS + AUTH), RFC 3848. */
+  protocol: string;
+  receivedAt: number;
+}
+
+export interface HeaderRewrite {
+  header: Buffer;
+  messageId: string;
+  /** Envelope recipients added as Bcc (they appear in no To/Cc field). */
+  bcc: string[];
+  /** Addresses in To/Cc that are not envelope recipients (see README: "Recipients"). */
+  headerOnly: string[];
+}
+
+/** Keeps client-supplied text (HELO) from breaking out of the trace field. */
+function sanitizeToken(value: string): string {
+  const cleaned = value.replace(/[^\x21-\x7e]/g, '?').slice(0, 255);
+  return cleaned.length > 0 ? cleaned : 'unknown';
+}
+
+export function receivedField(trace: TraceInfo, singleRecipient: string | null): string {
+  const forClause = singleRecipient ? `\r\n\tfor <${sanitizeToken(singleRecipient)}>` : '';
+  return (
+    `Received: from ${sanitizeToken(trace.heloName)} ([${sanitizeToken(trace.clientAddress)}])\r\n` +
+    `\tby ${sanitizeToken(trace.hostname)} (smtp-graph-relay) with ${trace.protocol} id ${trace.queueId}${forClause};\r\n` +
+    `\t${formatRfc5322Date(trace.receivedAt)}\r\n`
+  );
+}
+
+/** "Bcc: a,\r\n b" folded one address per line, so no line nears RFC 5322's 998-octet limit. */
+export function bccField(addresses: readonly string[]): string {
+  return `Bcc: ${addresses.join(',\r\n ')}\r\n`;
+}
+
+export function rewriteHeader(fields: readonly HeaderField[], envelopeRcpts: readonly string[], trace: TraceInfo): HeaderRewrite {
+  const visible = new Set<string>();
+  let hasDate = false;
+  let messageId: string | null = null;
+  for (const field of fields) {
+    if (field.name === 'to' || field.name === 'cc') for (const address of addressesIn(field.value)) visible.add(address);
+    else if (field.name === 'date') hasDate = true;
+    else if (field.name === 'message-id' && field.value) messageId = field.value;
+  }
+
+  const envelope = envelopeRcpts.map((r) => r.toLowerCase());
+  const envelopeSet = new Set(envelope);
+  const bcc = [...new Set(envelope.filter((r) => !visible.has(r)))];
+  const headerOnly = [...visible].filter((address) => !envelopeSet.has(address));
+
+  const parts: Buffer[] = [Buffer.from(receivedField(trace, envelopeRcpts.length === 1 ? (envelopeRcpts[0] as string) : null))];
+  // An existing Bcc field is replaced, not duplicated: RFC 5322 allows one, and it must list exactly the
+  // envelope recipients that are not visible (a Bcc header naming a non-recipient would make Graph send to it).
+  for (const field of fields) if (field.name !== 'bcc') parts.push(field.raw);
+  if (!hasDate) parts.push(Buffer.from(`Date: ${formatRfc5322Date(trace.receivedAt)}\r\n`));
+  if (messageId === null) {
+    messageId = `<${trace.queueId}@${sanitizeToken(trace.hostname)}>`;
+    parts.push(Buffer.from(`Message-ID: ${messageId}\r\n`));
+  }
+  if (bcc.length > 0) parts.push(Buffer.from(bccField(bcc)));
+  return { header: Buffer.concat(parts), messageId, bcc, headerOnly };
+}

@@ -1,0 +1,45 @@
+/**
+ * The Spool boundary: what intake, scheduler and queue commands need from durable storage.
+ * FsSpool is the real implementation; the conformance suite in test/unit runs against it.
+ */
+import type { Readable } from 'node:stream';
+import type { SpoolEntry } from './entry.js';
+
+export type NewMessage = Omit<SpoolEntry, 'version' | 'size' | 'attempts' | 'nextAttemptAt' | 'held'>;
+
+export interface RecoveryReport {
+  /** Entries waiting in the queue (deferred or never tried), in queue-id order. */
+  queued: SpoolEntry[];
+  /** Half-written intake files from before a crash, removed (never acknowledged with 250). */
+  discardedPartial: number;
+  /** Unreadable records moved to corrupt/ for a person to inspect. */
+  quarantined: Array<{ id: string; reason: string }>;
+  /** Interrupted moves to failed/ that were completed. */
+  completedMoves: number;
+}
+
+export interface MessageWriter {
+  readonly id: string;
+  write(chunk: Buffer): Promise<void>;
+  /** Makes the message durable (fsync + rename + directory fsync); resolves only when it is. */
+  commit(meta: NewMessage): Promise<SpoolEntry>;
+  /** Removes everything written so far; safe to call after a failed commit. */
+  abort(): Promise<void>;
+}
+
+export interface Spool {
+  recover(): Promise<RecoveryReport>;
+  beginMessage(id: string): Promise<MessageWriter>;
+  readMessage(id: string): Promise<Buffer>;
+  openMessage(id: string): Readable;
+  get(id: string, where?: 'queue' | 'failed'): Promise<SpoolEntry | null>;
+  list(where: 'queue' | 'failed'): Promise<SpoolEntry[]>;
+  update(entry: SpoolEntry): Promise<void>;
+  /** Delivered: removes the message from the queue. */
+  remove(id: string): Promise<void>;
+  /** Final failure: moves the message and its record (with the reason) to failed/. */
+  moveToFailed(entry: SpoolEntry): Promise<void>;
+  /** Moves a failed message back into the queue (queue retry). */
+  requeueFailed(entry: SpoolEntry): Promise<void>;
+  deleteFailed(id: string): Promise<void>;
+}
