@@ -32,5 +32,7 @@ if (!existsSync(main) || newestMtime(path.join(root, 'src')) > statSync(main).mt
   run(['run', 'build', '--silent']);
 }
 const child = spawn(process.execPath, [main, ...process.argv.slice(2)], { cwd: process.cwd(), stdio: 'inherit' });
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+// Ctrl+C reaches the child through the terminal's process group; forward only what targets us alone.
+process.on('SIGINT', () => undefined);
+for (const signal of ['SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

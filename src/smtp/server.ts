@@ -54,7 +54,7 @@ export async function startSmtp(settings: SmtpSettings, deps: SmtpDeps): Promise
 
   const server = new SMTPServer({
     name: hostname,
-    banner: 'smtp-graph-relay ESMTP',
+    banner: 'smtp-graph-relay',
     size: settings.maxMessageSize,
     rejectOversized: true,
     hideENHANCEDSTATUSCODES: false,
