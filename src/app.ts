@@ -68,13 +68,13 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, reason: q.reason }, 'corrupt spool entry moved to corrupt/');
 
   const { http, tokens, mailer } = await createGraphClients(config, options.extraCaPem);
-  const scheduler = new Scheduler(
+  const scheduler: Scheduler = new Scheduler(
     {
       maxInFlightPerMailbox: config.delivery.maxInFlightPerMailbox,
       backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
       maxQueueLifetimeMs: config.delivery.maxQueueLifetime,
     },
-    { spool, clock, logger, attempt: (entry) => attemptDelivery(entry, { tokens, mailer, spool }) },
+    { spool, clock, logger, attempt: (entry) => attemptDelivery(entry, { tokens, mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) }) },
   );
   for (const entry of recovery.queued) scheduler.enqueue(entry);
   scheduler.start();

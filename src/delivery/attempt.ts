@@ -18,6 +18,17 @@ export interface AttemptDeps {
   tokens: TokenProvider;
   mailer: GraphMailer;
   spool: Spool;
+  /**
+   * When the mailbox may next be sent to (a Retry-After received while this attempt was getting
+   * its token). Checked right before every request, so no request leaves after we know to wait.
+   */
+  pausedUntil?: (mailbox: string) => number;
+  now?: () => number;
+}
+
+function postponed(entry: SpoolEntry, deps: AttemptDeps): AttemptResult | null {
+  const until = deps.pausedUntil?.(entry.mailbox) ?? 0;
+  return until > (deps.now ?? Date.now)() ? { decision: { action: 'postpone', untilMs: until } } : null;
 }
 
 export interface AttemptResult {
@@ -54,6 +65,8 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
   } catch (err) {
     return { decision: { action: 'retry', kind: 'operator', reason: `cannot read the spooled message: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false } };
   }
+  const waitFirst = postponed(entry, deps);
+  if (waitFirst) return waitFirst;
   let outcome = await deps.mailer.sendMime(entry.mailbox, mime, token);
   let decision = classifyOutcome(outcome);
   if (decision.action !== 'refresh-token') return resultOf(outcome, decision);
@@ -63,6 +76,8 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
   } catch (err) {
     return tokenFailure(err);
   }
+  const waitAgain = postponed(entry, deps);
+  if (waitAgain) return waitAgain;
   outcome = await deps.mailer.sendMime(entry.mailbox, mime, token);
   decision = classifyOutcome(outcome);
   if (decision.action === 'refresh-token') {

@@ -10,7 +10,9 @@ export type Decision =
   | { action: 'delivered' }
   | { action: 'refresh-token' }
   | { action: 'retry'; kind: 'transient' | 'operator'; reason: string; retryAfterMs: number | null; pauseMailbox: boolean }
-  | { action: 'fail'; reason: string };
+  | { action: 'fail'; reason: string }
+  /** Not attempted: the mailbox is paused by an earlier Retry-After; try again then, not counted as an attempt. */
+  | { action: 'postpone'; untilMs: number };
 
 interface Row {
   /** Human-readable condition, also the test title. */

@@ -60,6 +60,11 @@ export class Scheduler {
     return this.mailboxes.get(mailbox)?.inFlight ?? 0;
   }
 
+  /** No request to this mailbox before this time (0: not paused). */
+  pausedUntil(mailbox: string): number {
+    return this.mailboxes.get(mailbox)?.pausedUntil ?? 0;
+  }
+
   start(): void {
     this.running = true;
     this.pump();
@@ -172,6 +177,12 @@ export class Scheduler {
     const attempts = entry.attempts + 1;
     const graph = { status: result.status, code: result.code, requestId: result.requestId };
 
+    if (decision.action === 'postpone') {
+      // Not an attempt: nothing was sent, so nothing is recorded on disk.
+      this.requeue({ ...entry, nextAttemptAt: decision.untilMs });
+      logger.debug({ event: 'delivery.postponed', queueId: entry.id, mailbox: entry.mailbox, untilMs: decision.untilMs }, 'mailbox paused by Retry-After');
+      return;
+    }
     if (decision.action === 'delivered') {
       await this.deps.spool.remove(entry.id);
       this.owned.delete(entry.id);

@@ -86,6 +86,13 @@ export class GraphMailState extends EventEmitter {
   readonly maxInFlightSeen = new Map<string, number>();
   /** 429s the emulator produced because a client exceeded the concurrency limit (self-inflicted throttling). */
   concurrencyThrottles = 0;
+  /**
+   * A request already on its way when a Retry-After left is not a violation: only requests arriving
+   * later than this after the throttling answer count (loopback round trip plus processing).
+   */
+  retryAfterGraceMs = 20;
+  /** Per mailbox: when we last sent a Retry-After, and until when it holds. */
+  private readonly throttledAt = new Map<string, number>();
   /** Per mailbox: no request expected before this time (a Retry-After we sent). */
   readonly notBefore = new Map<string, number>();
   readonly retryAfterViolations: Array<{ mailbox: string; earlyByMs: number }> = [];
@@ -135,14 +142,18 @@ export class GraphMailState extends EventEmitter {
   }
 
   noteRetryAfter(mailbox: string, retryAfterSeconds: number): void {
-    const until = Date.now() + retryAfterSeconds * 1000;
+    const now = Date.now();
+    const until = now + retryAfterSeconds * 1000;
     this.notBefore.set(mailbox, Math.max(this.notBefore.get(mailbox) ?? 0, until));
+    this.throttledAt.set(mailbox, now);
   }
 
   /** Records a request that arrived before the mailbox's Retry-After had passed. */
-  checkRetryAfter(mailbox: string): void {
+  checkRetryAfter(mailbox: string, startedAt: number = Date.now()): void {
     const until = this.notBefore.get(mailbox);
-    if (until !== undefined && Date.now() < until) this.retryAfterViolations.push({ mailbox, earlyByMs: until - Date.now() });
+    const now = startedAt;
+    const sentAt = this.throttledAt.get(mailbox) ?? 0;
+    if (until !== undefined && now < until && now > sentAt + this.retryAfterGraceMs) this.retryAfterViolations.push({ mailbox, earlyByMs: until - now });
   }
 
   newRequestId(): string {

@@ -72,6 +72,16 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       else res.destroy();
     });
   });
+  // When a request started, for the Retry-After check: a request that opened a new connection was
+  // on its way from the moment the connection was accepted, not when its TLS handshake finished.
+  const socketAcceptedAt = new WeakMap<object, number>();
+  server.on('connection', (socket: object) => socketAcceptedAt.set(socket, Date.now()));
+  const requestStartedAt = (req: IncomingMessage): number => {
+    const raw = (req.socket as unknown as { _parent?: object })._parent ?? req.socket;
+    const accepted = socketAcceptedAt.get(raw);
+    socketAcceptedAt.delete(raw); // only the first request of a connection
+    return accepted ?? Date.now();
+  };
   // Keep-alive sockets must not hold close() hostage.
   server.keepAliveTimeout = 5_000;
 
@@ -173,7 +183,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     const auth = identity.lookup(header(req, 'authorization'));
     const mailboxKey = (mailboxId ?? auth.token?.user ?? '').toLowerCase();
     mail.requests.push({ route, mailbox: mailboxKey || null, at: Date.now(), status: 0, authorization: Boolean(header(req, 'authorization')) });
-    if (mailboxKey) mail.checkRetryAfter(mailboxKey);
+    if (mailboxKey) mail.checkRetryAfter(mailboxKey, requestStartedAt(req));
 
     const inFlight = (mail.inFlight.get(mailboxKey) ?? 0) + 1;
     mail.inFlight.set(mailboxKey, inFlight);

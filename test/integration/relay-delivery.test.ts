@@ -15,7 +15,7 @@ afterAll(async () => {
 });
 
 function transport() {
-  return nodemailer.createTransport({ host: '127.0.0.1', port: h.port, secure: false, ignoreTLS: true, pool: false });
+  return nodemailer.createTransport({ host: '127.0.0.1', port: h.port, secure: false, ignoreTLS: true });
 }
 
 function deliveredWith(testId: string) {
