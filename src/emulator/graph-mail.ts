@@ -88,9 +88,11 @@ export class GraphMailState extends EventEmitter {
   concurrencyThrottles = 0;
   /**
    * A request already on its way when a Retry-After left is not a violation: only requests arriving
-   * later than this after the throttling answer count (loopback round trip plus processing).
+   * later than this after the throttling answer count. 100 ms covers a loopback round trip plus a
+   * busy event loop when relay and emulator share a process (tests); a relay that ignored
+   * Retry-After would come back after its backoff and still be caught by any Retry-After over 0.1 s.
    */
-  retryAfterGraceMs = 20;
+  retryAfterGraceMs = 100;
   /** Per mailbox: when we last sent a Retry-After, and until when it holds. */
   private readonly throttledAt = new Map<string, number>();
   /** Per mailbox: no request expected before this time (a Retry-After we sent). */
