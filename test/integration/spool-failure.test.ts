@@ -1,0 +1,57 @@
+/**
+ * "250 means durable": when the durable write fails, the client gets 451 4.3.0 (and keeps the
+ * message), nothing half-written stays behind, and the relay keeps serving once the disk recovers.
+ */
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FsSpool, realSpoolFs, type SpoolFs } from '../../src/spool/fs-spool.js';
+import { startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
+import { RawSmtpClient } from '../helpers/smtp-client.js';
+
+let failNext: 'fsync' | 'rename' | null = null;
+const flakyFs: SpoolFs = {
+  ...realSpoolFs,
+  open: (async (file: string, flags?: string, mode?: number) => {
+    const handle = await realSpoolFs.open(file, flags, mode);
+    if (failNext === 'fsync' && String(file).endsWith('.eml')) {
+      failNext = null;
+      handle.sync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+    }
+    return handle;
+  }) as SpoolFs['open'],
+  rename: (async (from: string, to: string) => {
+    if (failNext === 'rename' && String(to).endsWith('.json') && String(to).includes(`${path.sep}queue${path.sep}`)) {
+      failNext = null;
+      throw Object.assign(new Error('ENOSPC: no space left on device, rename'), { code: 'ENOSPC' });
+    }
+    return realSpoolFs.rename(from, to);
+  }) as SpoolFs['rename'],
+};
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness({ spool: (dir) => new FsSpool(dir, flakyFs) });
+});
+afterAll(async () => {
+  await h.close();
+});
+
+describe('a failing spool disk', () => {
+  it.each(['fsync', 'rename'] as const)('answers 451 4.3.0 when the %s of the durable write fails, leaving nothing behind', async (fault) => {
+    const client = await RawSmtpClient.connect(h.port);
+    await client.reply();
+    await client.command('EHLO c');
+    failNext = fault;
+    const refused = await client.send('a@contoso.example', ['b@contoso.example'], `Subject: ${fault}\r\n\r\nbody\r\n`);
+    expect(refused.code).toBe(451);
+    expect(refused.text).toMatch(/^4\.3\.0 /);
+    expect(await readdir(path.join(h.spoolDir, 'tmp'))).toEqual([]);
+    expect(await readdir(path.join(h.spoolDir, 'queue'))).toEqual([]);
+    // The same session succeeds once the disk is back.
+    const accepted = await client.send('a@contoso.example', ['b@contoso.example'], `Subject: retry\r\nX-Test-Id: disk-${fault}\r\n\r\nbody\r\n`);
+    expect(accepted.code).toBe(250);
+    await client.quit();
+    await waitForDelivery(h.emulator, `disk-${fault}`);
+  });
+});
