@@ -50,7 +50,7 @@ export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: stri
 const HINTS: Array<[RegExp, string]> = [
   [/^graph$/, 'add a graph: section with tenantId, clientId, auth and mailbox (see relay.example.yaml)'],
   [/^graph\.(tenantId|clientId)$/, 'copy it from the app registration\'s Overview page in the Entra admin center'],
-  [/^graph\.auth\.method$/, 'one of clientSecret, certificate, password, deviceCode, federated'],
+  [/^graph\.auth\.method$/, 'one of clientSecret, certificate, password, federated'],
   [/^graph\.auth\.clientSecret$/, 'use the secret *value* (not its ID), ideally as "${GRAPH_CLIENT_SECRET}"'],
 ];
 

@@ -43,8 +43,6 @@ const httpsUrl = z.string().refine(
   { message: 'expected an https:// URL with no path, e.g. "https://graph.microsoft.com"' },
 );
 
-const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an address or CIDR block, e.g. "10.0.0.0/8" or "::1/128"');
-
 const secret = z.string().min(1);
 
 export const authSchema = z.discriminatedUnion('method', [
@@ -56,7 +54,6 @@ export const authSchema = z.discriminatedUnion('method', [
     privateKeyPassphrase: secret.optional(),
   }),
   z.strictObject({ method: z.literal('password'), username: z.string().min(1), password: secret }),
-  z.strictObject({ method: z.literal('deviceCode'), tokenCacheFile: z.string().min(1) }),
   z.strictObject({ method: z.literal('federated'), assertionFile: z.string().min(1) }),
 ]);
 
@@ -84,7 +81,6 @@ export const configSchema = z.strictObject({
       // 500 recipients per message is Graph's documented maximum (message resource, graph-api-facts §1.6).
       maxRecipients: z.int().min(1).max(500).prefault(500),
       maxConnections: z.int().min(1).prefault(200),
-      allowedClients: z.array(cidr).min(1).optional(),
       // RFC 5321 §4.5.3.2 asks servers to wait at least 5 minutes for commands; 60 s keeps idle devices from pinning sockets.
       socketTimeout: duration.prefault('60s'),
     })

@@ -168,10 +168,5 @@ export async function createMsalTokenProvider(settings: MsalSettings): Promise<T
       const signIn = async () => (await app.acquireTokenByUsernamePassword({ scopes, username: auth.username, password: auth.password }))?.account ?? null;
       return new DelegatedTokenProvider(app, scopes, `password (delegated, ${auth.username})`, signIn);
     }
-    case 'deviceCode': {
-      const app = new PublicClientApplication(config);
-      const scopes = [`${settings.endpoint.replace(/\/+$/, '')}/Mail.Send`];
-      return new DelegatedTokenProvider(app, scopes, 'device code (delegated)', null);
-    }
   }
 }

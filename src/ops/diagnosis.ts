@@ -13,11 +13,11 @@ export const AADSTS_DIAGNOSES: Readonly<Record<string, Diagnosis>> = {
   '700016': { cause: 'no application with this client ID exists in the tenant', fix: 'check graph.clientId (Application (client) ID) and graph.tenantId, and that the app is registered in this tenant/cloud' },
   '90002': { cause: 'the tenant was not found', fix: 'check graph.tenantId (Directory (tenant) ID) and graph.cloud/authorityHost' },
   '50126': { cause: 'the username or password is wrong', fix: 'check graph.auth.username and graph.auth.password' },
-  '50076': { cause: 'the account requires multi-factor authentication, which the password flow cannot do', fix: 'use graph.auth.method: deviceCode (MFA-capable) or an app-only method (clientSecret/certificate)' },
-  '50079': { cause: 'the account must register for multi-factor authentication, which the password flow cannot do', fix: 'use graph.auth.method: deviceCode or an app-only method' },
-  '53003': { cause: 'a Conditional Access policy blocks this sign-in', fix: 'exclude the relay from the policy or use deviceCode / an app-only method' },
+  '50076': { cause: 'the account requires multi-factor authentication, which the password flow cannot do', fix: 'use an app-only method (graph.auth.method: certificate or clientSecret) with application Mail.Send' },
+  '50079': { cause: 'the account must register for multi-factor authentication, which the password flow cannot do', fix: 'finish MFA registration for the account, or use an app-only method (certificate or clientSecret)' },
+  '53003': { cause: 'a Conditional Access policy blocks this sign-in', fix: 'exclude the relay\'s sign-in from the policy, or use an app-only method (certificate or clientSecret)' },
   '65001': { cause: 'nobody has consented to the app\'s permissions', fix: 'in API permissions, add Mail.Send and click "Grant admin consent"' },
-  '7000218': { cause: 'the app needs a credential for this flow', fix: 'enable "Allow public client flows" under Authentication (password/deviceCode), or use clientSecret/certificate' },
+  '7000218': { cause: 'the app needs a credential for this flow', fix: 'enable "Allow public client flows" under Authentication (password method), or use clientSecret/certificate' },
   '700027': { cause: 'the certificate is not registered on the app (or the key does not match it)', fix: 'upload the certificate (public part) under Certificates & secrets' },
 };
 
