@@ -9,6 +9,10 @@ COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
+# tini as PID 1 forwards SIGTERM to node and reaps zombies.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production \
     RELAY_CONFIG=/etc/smtp-graph-relay/relay.yaml
 WORKDIR /app
@@ -19,8 +23,7 @@ RUN mkdir -p /var/spool/smtp-graph-relay && chown node:node /var/spool/smtp-grap
 USER node
 VOLUME ["/var/spool/smtp-graph-relay"]
 EXPOSE 2525
-# --init-free signal handling: node runs as PID 1 only through tini (docker run --init) or this exec form;
-# the relay handles SIGTERM itself and drains within 10 s (use docker stop -t 30).
+# The relay drains for up to 10 s on SIGTERM; give it time with `docker stop -t 30`.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "/app/dist/main.js"]
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/main.js"]
 CMD ["serve"]
