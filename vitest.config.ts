@@ -8,5 +8,6 @@ export default defineConfig({
     // Integration tests bind loopback ports and spawn relay processes; two workers match the 2-core machines.
     pool: 'forks',
     maxWorkers: 2,
+    reporters: ['default', './test/helpers/summary-reporter.ts'],
   },
 });

@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { attemptDelivery, MAX_SINGLE_REQUEST_MIME_BYTES } from '../../src/delivery/attempt.js';
+import type { GraphMailer, GraphOutcome } from '../../src/graph/mailer.js';
+import { TokenError, type TokenProvider } from '../../src/graph/token-provider.js';
+import type { SpoolEntry } from '../../src/spool/entry.js';
+import type { Spool } from '../../src/spool/spool.js';
+
+const entry: SpoolEntry = {
+  version: 1,
+  id: '0MWXQ0000000000ABCD',
+  receivedAt: 0,
+  envelope: { mailFrom: 'a@x', rcptTo: ['b@x'] },
+  client: { address: '127.0.0.1', helo: 'h' },
+  size: 100,
+  mailbox: 'relay@x',
+  attempts: 0,
+  nextAttemptAt: 0,
+  held: false,
+};
+
+function fakes(outcomes: GraphOutcome[], tokenError?: TokenError) {
+  const tokenCalls: Array<{ forceRefresh?: boolean } | undefined> = [];
+  const sent: string[] = [];
+  const tokens: TokenProvider = {
+    description: 'fake',
+    async getToken(options) {
+      tokenCalls.push(options);
+      if (tokenError) throw tokenError;
+      return `token-${tokenCalls.length}`;
+    },
+  };
+  const mailer: GraphMailer = {
+    async sendMime(_mailbox, _mime, token) {
+      sent.push(token);
+      return outcomes.shift() ?? { kind: 'http', status: 202, retryAfterMs: null };
+    },
+  };
+  const spool = { readMessage: async () => Buffer.from('Subject: x\r\n\r\nbody\r\n') } as unknown as Spool;
+  return { tokens, mailer, spool, tokenCalls, sent };
+}
+
+const http = (status: number, code?: string): GraphOutcome => ({ kind: 'http', status, retryAfterMs: null, ...(code ? { code } : {}), requestId: 'req-1' });
+
+describe('one delivery attempt', () => {
+  it('delivers and reports the request-id', async () => {
+    const f = fakes([http(202)]);
+    expect(await attemptDelivery(entry, f)).toEqual({ decision: { action: 'delivered' }, status: 202, requestId: 'req-1' });
+  });
+
+  it('refreshes the token exactly once after a 401, then sends again', async () => {
+    const f = fakes([http(401, 'InvalidAuthenticationToken'), http(202)]);
+    const result = await attemptDelivery(entry, f);
+    expect(result.decision).toEqual({ action: 'delivered' });
+    expect(f.tokenCalls).toEqual([undefined, { forceRefresh: true }]);
+    expect(f.sent).toEqual(['token-1', 'token-2']);
+  });
+
+  it('waits for an administrator after a second 401', async () => {
+    const f = fakes([http(401), http(401)]);
+    const result = await attemptDelivery(entry, f);
+    expect(result.decision).toMatchObject({ action: 'retry', kind: 'operator', reason: expect.stringContaining('401 even with a freshly issued token') });
+    expect(f.sent).toHaveLength(2);
+  });
+
+  it('defers when no token can be had, naming the AADSTS code', async () => {
+    const f = fakes([], new TokenError('Invalid client secret provided.', 'invalid_client', false, '7000215'));
+    const result = await attemptDelivery(entry, f);
+    expect(result).toMatchObject({ decision: { action: 'retry', kind: 'operator', reason: expect.stringContaining('AADSTS7000215') }, code: 'AADSTS7000215' });
+    expect(f.sent).toEqual([]);
+  });
+
+  it('fails a message too large for one Graph request with a clear reason, without sending', async () => {
+    const f = fakes([]);
+    const result = await attemptDelivery({ ...entry, size: MAX_SINGLE_REQUEST_MIME_BYTES + 1 }, f);
+    expect(result.decision).toMatchObject({ action: 'fail', reason: expect.stringContaining('large-message upload is not supported yet') });
+    expect(f.sent).toEqual([]);
+  });
+
+  it('sends nothing while the mailbox is paused by a Retry-After, and says until when', async () => {
+    const f = fakes([]);
+    const result = await attemptDelivery(entry, { ...f, now: () => 1000, pausedUntil: () => 5000 });
+    expect(result.decision).toEqual({ action: 'postpone', untilMs: 5000 });
+    expect(f.sent).toEqual([]);
+  });
+});

@@ -1,0 +1,127 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { AttemptResult } from '../../src/delivery/attempt.js';
+import { Scheduler } from '../../src/delivery/scheduler.js';
+import { silentLogger } from '../../src/log.js';
+import type { SpoolEntry } from '../../src/spool/entry.js';
+import { FsSpool } from '../../src/spool/fs-spool.js';
+import { newQueueId } from '../../src/spool/queue-id.js';
+
+let dir: string;
+let spool: FsSpool;
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'sgr-sched-'));
+  spool = new FsSpool(dir);
+  await spool.recover();
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function queued(mailbox: string, receivedAt = Date.now()): Promise<SpoolEntry> {
+  const id = newQueueId();
+  const writer = await spool.beginMessage(id);
+  await writer.write(Buffer.from('Subject: x\r\n\r\nx\r\n'));
+  return writer.commit({ id, receivedAt, envelope: { mailFrom: 'a@x', rcptTo: ['b@x'] }, client: { address: '127.0.0.1', helo: 'h' }, mailbox });
+}
+
+const until = async (predicate: () => boolean, ms = 5000) => {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+const options = { maxInFlightPerMailbox: 4, backoff: { minMs: 20, maxMs: 100 }, maxQueueLifetimeMs: 60_000 };
+
+describe('scheduler', () => {
+  it('keeps at most 4 attempts in flight per mailbox while other mailboxes proceed', async () => {
+    const inFlight = new Map<string, number>();
+    const peak = new Map<string, number>();
+    let release: () => void = () => undefined;
+    let gate = new Promise<void>((r) => (release = r));
+    let done = 0;
+    const scheduler = new Scheduler(options, {
+      spool,
+      clock: { now: Date.now },
+      logger: silentLogger(),
+      attempt: async (entry): Promise<AttemptResult> => {
+        inFlight.set(entry.mailbox, (inFlight.get(entry.mailbox) ?? 0) + 1);
+        peak.set(entry.mailbox, Math.max(peak.get(entry.mailbox) ?? 0, inFlight.get(entry.mailbox) ?? 0));
+        await gate;
+        inFlight.set(entry.mailbox, (inFlight.get(entry.mailbox) ?? 0) - 1);
+        done += 1;
+        return { decision: { action: 'delivered' } };
+      },
+    });
+    for (let i = 0; i < 10; i++) scheduler.enqueue(await queued('a@x'));
+    for (let i = 0; i < 3; i++) scheduler.enqueue(await queued('b@x'));
+    scheduler.start();
+    await until(() => (inFlight.get('a@x') ?? 0) === 4 && (inFlight.get('b@x') ?? 0) === 3);
+    const opened = gate;
+    gate = Promise.resolve();
+    release();
+    await opened;
+    await until(() => done === 13);
+    expect(peak.get('a@x')).toBe(4);
+    expect(peak.get('b@x')).toBe(3);
+    expect(await spool.list('queue')).toEqual([]);
+  });
+
+  it('pauses a mailbox for Retry-After: no attempt starts before it has passed', async () => {
+    const starts: number[] = [];
+    let first = true;
+    const scheduler = new Scheduler(options, {
+      spool,
+      clock: { now: Date.now },
+      logger: silentLogger(),
+      attempt: async (): Promise<AttemptResult> => {
+        starts.push(Date.now());
+        if (first) {
+          first = false;
+          return { decision: { action: 'retry', kind: 'transient', reason: 'HTTP 429', retryAfterMs: 300, pauseMailbox: true }, status: 429 };
+        }
+        return { decision: { action: 'delivered' } };
+      },
+    });
+    scheduler.enqueue(await queued('a@x'));
+    scheduler.start();
+    await until(() => starts.length === 1);
+    const throttledAt = Date.now();
+    scheduler.enqueue(await queued('a@x'));
+    scheduler.enqueue(await queued('a@x'));
+    await until(() => starts.length === 4);
+    for (const start of starts.slice(1)) expect(start).toBeGreaterThanOrEqual(throttledAt + 300 - 15);
+    const [entry] = await spool.list('queue');
+    expect(entry).toBeUndefined();
+  });
+
+  it('records attempts and the last error on disk when deferring, then moves expired mail to failed/', async () => {
+    const scheduler = new Scheduler(
+      { ...options, maxQueueLifetimeMs: 1000 },
+      {
+        spool,
+        clock: { now: Date.now },
+        logger: silentLogger(),
+        attempt: async (): Promise<AttemptResult> => ({ decision: { action: 'retry', kind: 'transient', reason: 'HTTP 503', retryAfterMs: null, pauseMailbox: false }, status: 503, requestId: 'r-9' }),
+      },
+    );
+    const fresh = await queued('a@x');
+    const old = await queued('b@x', Date.now() - 5000);
+    scheduler.enqueue(fresh);
+    scheduler.enqueue(old);
+    scheduler.start();
+    const deadline = Date.now() + 5000;
+    while ((await spool.list('failed')).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await scheduler.stop(1000);
+    const failed = await spool.list('failed');
+    expect(failed.map((e) => e.id)).toEqual([old.id]);
+    expect(failed[0]?.failReason).toMatch(/queue lifetime of \dh exceeded; last error: HTTP 503/);
+    const waiting = await spool.get(fresh.id);
+    expect(waiting?.attempts).toBeGreaterThanOrEqual(1);
+    expect(waiting?.lastError).toMatchObject({ kind: 'transient', message: 'HTTP 503', status: 503, requestId: 'r-9' });
+  });
+});
