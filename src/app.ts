@@ -7,7 +7,7 @@ import { attemptDelivery } from './delivery/attempt.js';
 import { Scheduler } from './delivery/scheduler.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
 import { HttpGraphMailer, type GraphMailer } from './graph/mailer.js';
-import { createMsalTokenProvider } from './graph/msal-token-provider.js';
+import { createMsalTokenProvider, type MsalSettings } from './graph/msal-token-provider.js';
 import type { TokenProvider } from './graph/token-provider.js';
 import type { Logger } from './log.js';
 import { startSmtp, type RunningSmtp } from './smtp/server.js';
@@ -34,18 +34,21 @@ export interface RunningRelay {
   stop(deadlineMs?: number): Promise<void>;
 }
 
-export async function createGraphClients(config: RelayConfig, extraCaPem: string[] = []): Promise<{ http: HttpTransport; tokens: TokenProvider; mailer: GraphMailer }> {
+/** The HTTP stack for the authority and Graph, with the configured CAs and proxy. */
+export async function createGraphTransport(config: RelayConfig, extraCaPem: string[] = []): Promise<HttpTransport> {
   const cas = [...extraCaPem];
   if (config.graph.caFile) cas.push(await readFile(config.graph.caFile, 'utf8'));
-  const http = createHttpTransport({ extraCaPem: cas, timeoutMs: config.graph.requestTimeout });
-  const tokens = await createMsalTokenProvider({
-    tenantId: config.graph.tenantId,
-    clientId: config.graph.clientId,
-    authorityHost: config.graph.authorityHost,
-    endpoint: config.graph.endpoint,
-    auth: config.graph.auth,
-    http,
-  });
+  return createHttpTransport({ extraCaPem: cas, timeoutMs: config.graph.requestTimeout, ...(config.graph.proxy ? { proxy: config.graph.proxy } : {}) });
+}
+
+export function msalSettings(config: RelayConfig, http: HttpTransport): MsalSettings {
+  const { tenantId, clientId, authorityHost, endpoint, auth } = config.graph;
+  return { tenantId, clientId, authorityHost, endpoint, auth, http };
+}
+
+export async function createGraphClients(config: RelayConfig, extraCaPem: string[] = []): Promise<{ http: HttpTransport; tokens: TokenProvider; mailer: GraphMailer }> {
+  const http = await createGraphTransport(config, extraCaPem);
+  const tokens = await createMsalTokenProvider(msalSettings(config, http));
   return { http, tokens, mailer: new HttpGraphMailer(config.graph.endpoint, http) };
 }
 

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRelay, type RunningRelay } from './app.js';
 import { runCheck } from './ops/check.js';
+import { runLogin } from './ops/login.js';
 import { ConfigError, loadConfigFile, redactConfig } from './config/load.js';
 import { createLogger } from './log.js';
 import { startDemo } from './demo.js';
@@ -23,8 +24,11 @@ Usage:
       the embedded Graph emulator.
   smtp-graph-relay demo [--listen HOST:PORT] [--dir DIR]
       Demo mode explicitly; delivered messages are written under DIR/delivered.
-  smtp-graph-relay check --config FILE [--send-to ADDRESS]
-      Validate the config, get a token, look up the mailbox, optionally send a test message.
+  smtp-graph-relay check --config FILE [--send-to ADDRESS] [--from ADDRESS]
+      Validate the config, get a token, look up the mailbox, optionally send a test message
+      (--from: as the address a device uses, to test Send As).
+  smtp-graph-relay login --config FILE
+      Device-code sign-in for graph.auth.method: deviceCode; stores the token cache.
 
 Options:
   --config FILE      YAML configuration (also RELAY_CONFIG)
@@ -54,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
         dir: { type: 'string' },
         'print-config': { type: 'boolean' },
         'send-to': { type: 'string' },
+        from: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -81,7 +86,14 @@ async function main(argv: string[]): Promise<number> {
         return EXIT.usage;
       }
       const config = await loadConfigFile(configFile);
-      return await runCheck(config, { sendTo: values['send-to'], out: process.stdout });
+      return await runCheck(config, { sendTo: values['send-to'], from: values.from, out: process.stdout });
+    }
+    if (command === 'login') {
+      if (!configFile) {
+        process.stderr.write('login needs --config FILE (or RELAY_CONFIG)\n');
+        return EXIT.usage;
+      }
+      return await runLogin(await loadConfigFile(configFile), process.stdout);
     }
     if (command !== 'serve' && command !== 'demo') {
       process.stderr.write(`unknown command "${command}"\n\n${HELP}`);

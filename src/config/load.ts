@@ -50,7 +50,7 @@ export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: stri
 const HINTS: Array<[RegExp, string]> = [
   [/^graph$/, 'add a graph: section with tenantId, clientId, auth and mailbox (see relay.example.yaml)'],
   [/^graph\.(tenantId|clientId)$/, 'copy it from the app registration\'s Overview page in the Entra admin center'],
-  [/^graph\.auth\.method$/, 'one of clientSecret, certificate, password, federated'],
+  [/^graph\.auth\.method$/, 'one of clientSecret, certificate, password, deviceCode, federated'],
   [/^graph\.auth\.clientSecret$/, 'use the secret *value* (not its ID), ideally as "${GRAPH_CLIENT_SECRET}"'],
 ];
 
@@ -111,9 +111,21 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
 /** A copy of the config with every secret value replaced, for --print-config and diagnostics. */
 export function redactConfig(value: unknown, key = ''): unknown {
   if (SECRET_KEYS.has(key) && typeof value === 'string') return '[redacted]';
+  if (key === 'proxy' && typeof value === 'string') return redactUrlCredentials(value);
   if (Array.isArray(value)) return value.map((item) => redactConfig(item));
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k)]));
   }
   return value;
+}
+
+/** "http://user:pass@proxy:3128" -> "http://user:[redacted]@proxy:3128". */
+export function redactUrlCredentials(value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.password) url.password = 'redacted';
+    return url.toString().replace(':redacted@', ':[redacted]@');
+  } catch {
+    return value;
+  }
 }

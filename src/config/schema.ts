@@ -54,11 +54,40 @@ export const authSchema = z.discriminatedUnion('method', [
     privateKeyPassphrase: secret.optional(),
   }),
   z.strictObject({ method: z.literal('password'), username: z.string().min(1), password: secret }),
+  z.strictObject({
+    method: z.literal('deviceCode'),
+    /** Where `smtp-graph-relay login` stores the MSAL token cache (mode 0600). */
+    tokenCacheFile: z.string().min(1),
+    /** Optional: encrypts the token cache at rest (AES-256-GCM with a key derived from this). */
+    tokenCacheKey: secret.optional(),
+  }),
   z.strictObject({ method: z.literal('federated'), assertionFile: z.string().min(1) }),
 ]);
 
-export const DEFAULT_AUTHORITY_HOST = 'https://login.microsoftonline.com';
-export const DEFAULT_GRAPH_ENDPOINT = 'https://graph.microsoft.com';
+/**
+ * National clouds: the login host and the Graph root belong together, and tokens are not
+ * interchangeable across clouds (Graph "national cloud deployments", graph-api-facts §7).
+ */
+export const CLOUDS = {
+  global: { authorityHost: 'https://login.microsoftonline.com', endpoint: 'https://graph.microsoft.com' },
+  usgov: { authorityHost: 'https://login.microsoftonline.us', endpoint: 'https://graph.microsoft.us' },
+  usgovdod: { authorityHost: 'https://login.microsoftonline.us', endpoint: 'https://dod-graph.microsoft.us' },
+  china: { authorityHost: 'https://login.chinacloudapi.cn', endpoint: 'https://microsoftgraph.chinacloudapi.cn' },
+} as const;
+
+export const DEFAULT_AUTHORITY_HOST = CLOUDS.global.authorityHost;
+export const DEFAULT_GRAPH_ENDPOINT = CLOUDS.global.endpoint;
+
+const proxyUrl = z.string().refine(
+  (v) => {
+    try {
+      return ['http:', 'https:'].includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected an http:// or https:// proxy URL, e.g. "http://proxy.corp:3128" (credentials may be in the URL)' },
+);
 
 /**
  * Until the large-message path (draft + upload sessions) exists, one sendMail request carries the
@@ -85,17 +114,27 @@ export const configSchema = z.strictObject({
       socketTimeout: duration.prefault('60s'),
     })
     .prefault({}),
-  graph: z.strictObject({
+  graph: z
+    .strictObject({
     tenantId: z.string().min(1),
     clientId: z.string().min(1),
     auth: authSchema,
     mailbox: z.string().min(3).optional(),
-    authorityHost: httpsUrl.prefault(DEFAULT_AUTHORITY_HOST),
-    endpoint: httpsUrl.prefault(DEFAULT_GRAPH_ENDPOINT),
+    /** Sets authorityHost, endpoint (and so the token scope) together; explicit values still win. */
+    cloud: z.enum(['global', 'usgov', 'usgovdod', 'china']).prefault('global'),
+    authorityHost: httpsUrl.optional(),
+    endpoint: httpsUrl.optional(),
+    /** HTTP(S) proxy for both the authority and Graph (CONNECT tunnels); HTTPS_PROXY/NO_PROXY are honoured when unset. */
+    proxy: proxyUrl.optional(),
     /** Extra PEM bundle trusted for Graph and the authority, on top of system CAs and NODE_EXTRA_CA_CERTS. */
     caFile: z.string().min(1).optional(),
     requestTimeout: duration.prefault('30s'),
-  }),
+  })
+    .transform(({ authorityHost, endpoint, ...graph }) => ({
+      ...graph,
+      authorityHost: (authorityHost ?? CLOUDS[graph.cloud].authorityHost).replace(/\/+$/, ''),
+      endpoint: (endpoint ?? CLOUDS[graph.cloud].endpoint).replace(/\/+$/, ''),
+    })),
   spool: z
     .strictObject({
       dir: z.string().min(1).prefault('/var/spool/smtp-graph-relay'),
@@ -127,4 +166,4 @@ export type RelayConfig = z.output<typeof configSchema>;
 export type AuthConfig = RelayConfig['graph']['auth'];
 
 /** Keys whose values are secrets: redacted in --print-config and never logged. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'password', 'privateKeyPassphrase', 'passwordHash']);
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'password', 'privateKeyPassphrase', 'passwordHash', 'tokenCacheKey']);

@@ -252,7 +252,9 @@ export class IdentityEmulator {
     const checked = this.checkTenantAndApp(tenant, form.get('client_id') ?? basicAuth?.id ?? null);
     if ('status' in checked) return checked;
     const app = checked;
-    const grantType = form.get('grant_type');
+    // Entra documents the RFC 8628 URN; MSAL sends the short "device_code" (msal-common GrantType): accept both.
+    const rawGrant = form.get('grant_type');
+    const grantType = rawGrant === 'device_code' ? 'urn:ietf:params:oauth:grant-type:device_code' : rawGrant;
     const scopes = (form.get('scope') ?? '').split(' ').filter(Boolean);
 
     if (grantType === 'client_credentials') {

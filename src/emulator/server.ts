@@ -31,6 +31,8 @@ export interface RunningEmulator {
   identity: IdentityEmulator;
   mail: GraphMailState;
   faults: FaultPlan;
+  /** Client port of every TCP connection accepted (proxy tests match them to the proxy's sockets). */
+  connectionPorts: number[];
   close(): Promise<void>;
 }
 
@@ -75,7 +77,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   // When a request started, for the Retry-After check: a request that opened a new connection was
   // on its way from the moment the connection was accepted, not when its TLS handshake finished.
   const socketAcceptedAt = new WeakMap<object, number>();
-  server.on('connection', (socket: object) => socketAcceptedAt.set(socket, Date.now()));
+  const connectionPorts: number[] = [];
+  server.on('connection', (socket: import('node:net').Socket) => {
+    socketAcceptedAt.set(socket, Date.now());
+    if (socket.remotePort !== undefined) connectionPorts.push(socket.remotePort);
+  });
   const requestStartedAt = (req: IncomingMessage): number => {
     const raw = (req.socket as unknown as { _parent?: object })._parent ?? req.socket;
     const accepted = socketAcceptedAt.get(raw);
@@ -211,6 +217,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         return sendJson(res, 200, { id: Buffer.from(mailbox.upn).toString('hex').slice(0, 32), userPrincipalName: mailbox.upn, mail: mailbox.upn, displayName: mailbox.displayName }, { 'request-id': requestId });
       }
       if (mailbox.restEnabled === false) return fail(graphError(404, 'MailboxNotEnabledForRESTAPI', 'The mailbox is either inactive, soft-deleted, or is hosted on-premise.'));
+      if (mailbox.outsideAppScope && !token.user) return fail(graphError(403, 'ErrorAccessDenied', 'Access to OData is disabled.'));
       if (token.user && token.user !== mailboxKey) return fail(graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
       const needs = route === 'sendMail' || route === 'send' ? SEND_PERMISSIONS : DRAFT_PERMISSIONS;
       if (!hasPermission(token, needs)) return fail(graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
@@ -340,6 +347,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     identity,
     mail,
     faults,
+    connectionPorts,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -69,3 +69,21 @@ export async function createTestPki(commonName = 'smtp-graph-relay test CA'): Pr
     },
   };
 }
+
+/**
+ * A self-signed RSA certificate and its PKCS#8 key, as an admin would upload to an app registration
+ * for certificate credentials (MSAL signs client assertions with RSA: PS256 or RS256).
+ */
+export async function createClientCertificate(commonName = 'smtp-graph-relay test app'): Promise<{ certPem: string; keyPem: string }> {
+  const alg = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 2048 } as const;
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: `CN=${commonName}`,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 365 * 86_400_000),
+    keys,
+    signingAlgorithm: alg,
+  });
+  return { certPem: cert.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
+}

@@ -4,12 +4,15 @@
  */
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
 
 export interface HttpTransportOptions {
   /** Extra trusted CA certificates in PEM, added to the system store (never replacing it). */
   extraCaPem?: string[];
   timeoutMs: number;
+  /** Proxy URL (graph.proxy); when unset, HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment apply. */
+  proxy?: string;
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface HttpResponse {
@@ -39,11 +42,21 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
 
 export function createHttpTransport(options: HttpTransportOptions): HttpTransport {
   const ca = trustedCas(options.extraCaPem ?? []);
-  const dispatcher: Dispatcher = new Agent({
-    connect: { ...(ca ? { ca } : {}), timeout: options.timeoutMs },
-    headersTimeout: options.timeoutMs,
-    bodyTimeout: options.timeoutMs,
-  });
+  const env = options.env ?? process.env;
+  const tlsOptions = { ...(ca ? { ca } : {}), timeout: options.timeoutMs };
+  const common = { connect: tlsOptions, headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
+  const envProxy = env.HTTPS_PROXY ?? env.https_proxy ?? env.HTTP_PROXY ?? env.http_proxy;
+  // Both MSAL and Graph traffic use this dispatcher, so one proxy setting covers both. Through a
+  // proxy, https targets are reached with CONNECT and TLS is verified end to end (requestTls).
+  const dispatcher: Dispatcher =
+    options.proxy || envProxy
+      ? new EnvHttpProxyAgent({
+          ...common,
+          requestTls: tlsOptions,
+          ...(options.proxy ? { httpsProxy: options.proxy, httpProxy: options.proxy } : {}),
+          noProxy: env.NO_PROXY ?? env.no_proxy ?? '',
+        })
+      : new Agent(common);
   return {
     async request(url, init) {
       const response = await request(url, {

@@ -16,6 +16,7 @@ import {
 import type { AuthConfig } from '../config/schema.js';
 import type { HttpTransport } from './http-transport.js';
 import { TransportNetworkModule } from './msal-network.js';
+import { FileTokenCachePlugin } from './token-cache-file.js';
 import { TokenError, type TokenProvider } from './token-provider.js';
 
 export interface MsalSettings {
@@ -129,10 +130,13 @@ class DelegatedTokenProvider implements TokenProvider {
           const result = await this.app.acquireTokenSilent({ account: this.account, scopes: this.scopes, forceRefresh: options?.forceRefresh === true });
           if (result?.accessToken) return result.accessToken;
         } catch (err) {
-          if (!this.signIn) throw err;
+          const e = toTokenError(err);
+          // The refresh token is dead (expired, revoked, password changed): a person must sign in again.
+          if (!this.signIn && !e.transient) throw loginRequired(e.message);
+          if (!this.signIn) throw e;
         }
       }
-      if (!this.signIn) throw new TokenError('login required: run `smtp-graph-relay login --config FILE`', 'login_required', false);
+      if (!this.signIn) throw loginRequired();
       this.account = await this.signIn();
       const result = this.account ? await this.app.acquireTokenSilent({ account: this.account, scopes: this.scopes }) : null;
       if (!result?.accessToken) throw new TokenError('sign-in returned no access token', 'no_token', true);
@@ -140,6 +144,39 @@ class DelegatedTokenProvider implements TokenProvider {
     } catch (err) {
       throw toTokenError(err);
     }
+  }
+}
+
+export const LOGIN_REQUIRED = 'login_required';
+
+function loginRequired(detail?: string): TokenError {
+  return new TokenError(`login required: run \`smtp-graph-relay login --config FILE\` to sign in again${detail ? ` (${detail})` : ''}`, LOGIN_REQUIRED, false);
+}
+
+/** Delegated scopes: Mail.Send on the cloud's Graph resource (MSAL adds openid, profile, offline_access). */
+export function delegatedScopes(endpoint: string): string[] {
+  return [`${endpoint.replace(/\/+$/, '')}/Mail.Send`];
+}
+
+function deviceCodeCache(auth: Extract<AuthConfig, { method: 'deviceCode' }>): FileTokenCachePlugin {
+  return new FileTokenCachePlugin(auth.tokenCacheFile, auth.tokenCacheKey);
+}
+
+/**
+ * `smtp-graph-relay login`: the device-code sign-in, run by a person once. Prints the code and URL,
+ * waits for the sign-in, and leaves the token cache file for the service.
+ */
+export async function deviceCodeLogin(settings: MsalSettings, show: (message: string) => void): Promise<{ username: string }> {
+  const auth = settings.auth;
+  if (auth.method !== 'deviceCode') throw new Error('login is only for graph.auth.method: deviceCode');
+  const config = await baseConfiguration({ ...settings, cachePlugin: deviceCodeCache(auth) });
+  const app = new PublicClientApplication(config);
+  try {
+    const result = await app.acquireTokenByDeviceCode({ scopes: delegatedScopes(settings.endpoint), deviceCodeCallback: (response) => show(response.message) });
+    if (!result?.account) throw new TokenError('sign-in returned no account', 'no_account', false);
+    return { username: result.account.username };
+  } catch (err) {
+    throw toTokenError(err);
   }
 }
 
@@ -164,9 +201,13 @@ export async function createMsalTokenProvider(settings: MsalSettings): Promise<T
       return new AppOnlyTokenProvider(new ConfidentialClientApplication(config), scope, 'federated assertion (app-only)');
     case 'password': {
       const app = new PublicClientApplication(config);
-      const scopes = [`${settings.endpoint.replace(/\/+$/, '')}/Mail.Send`];
+      const scopes = delegatedScopes(settings.endpoint);
       const signIn = async () => (await app.acquireTokenByUsernamePassword({ scopes, username: auth.username, password: auth.password }))?.account ?? null;
       return new DelegatedTokenProvider(app, scopes, `password (delegated, ${auth.username})`, signIn);
+    }
+    case 'deviceCode': {
+      const app = new PublicClientApplication({ ...config, cache: { cachePlugin: deviceCodeCache(auth) } });
+      return new DelegatedTokenProvider(app, delegatedScopes(settings.endpoint), 'device code (delegated)', null);
     }
   }
 }

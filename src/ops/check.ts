@@ -8,68 +8,78 @@ import type { RelayConfig } from '../config/schema.js';
 import { parseGraphError } from '../graph/graph-error.js';
 import { TokenError } from '../graph/token-provider.js';
 import { formatRfc5322Date } from '../mime/rfc5322-date.js';
-import { diagnoseAadsts, diagnoseGraph } from './diagnosis.js';
+import { diagnoseAadsts, diagnoseGraph, MISSING_MAIL_SEND, type Diagnosis } from './diagnosis.js';
 
 export interface CheckOptions {
   sendTo?: string | undefined;
+  /** The From address to test (a device's), when it differs from graph.mailbox. */
+  from?: string | undefined;
   out: Writable;
   extraCaPem?: string[];
 }
 
+/** Permissions in a Graph access token (roles for app-only, scp for delegated); null if not a readable JWT. */
+export function tokenPermissions(token: string): string[] | null {
+  const payload = token.split('.')[1];
+  if (!payload) return null;
+  try {
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { roles?: unknown; scp?: unknown };
+    const roles = Array.isArray(claims.roles) ? claims.roles.filter((r): r is string => typeof r === 'string') : [];
+    const scopes = typeof claims.scp === 'string' ? claims.scp.split(' ').filter(Boolean) : [];
+    return [...roles, ...scopes];
+  } catch {
+    return null;
+  }
+}
+
 export async function runCheck(config: RelayConfig, options: CheckOptions): Promise<number> {
   const say = (line: string) => options.out.write(`${line}\n`);
+  const fail = (what: string, diagnosis: Diagnosis | null, detail: string) => {
+    say(`FAIL  ${what}: ${diagnosis ? diagnosis.cause : detail}`);
+    if (diagnosis) say(`      fix: ${diagnosis.fix}`);
+    return 1;
+  };
   const { http, tokens, mailer } = await createGraphClients(config, options.extraCaPem);
   try {
-    say(`ok    configuration is valid (auth: ${tokens.description})`);
+    say(`ok    configuration is valid (auth: ${tokens.description}; authority ${config.graph.authorityHost}; Graph ${config.graph.endpoint})`);
     let token: string;
     try {
       token = await tokens.getToken();
-      say(`ok    token acquired from ${config.graph.authorityHost}`);
+      say('ok    token acquired');
     } catch (err) {
       const e = err instanceof TokenError ? err : new TokenError(String(err), 'unknown_error', false);
-      const d = diagnoseAadsts(e.aadsts);
-      say(`FAIL  token: ${e.aadsts ? `AADSTS${e.aadsts} ` : ''}${d ? d.cause : e.message}`);
-      if (d) say(`      fix: ${d.fix}`);
-      else if (e.transient) say('      fix: check network access to the authority host (proxy, firewall, DNS)');
-      return 1;
+      const detail = e.transient ? `${e.message} (network or service problem: check proxy, firewall and DNS for ${new URL(config.graph.authorityHost).host})` : e.message;
+      return fail(`token${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}`, diagnoseAadsts(e.aadsts), detail);
     }
+    const permissions = tokenPermissions(token);
+    if (permissions && !permissions.includes('Mail.Send')) return fail('permission', MISSING_MAIL_SEND, 'no Mail.Send');
+    if (permissions) say(`ok    token grants Mail.Send${permissions.includes('Mail.ReadWrite') ? ' and Mail.ReadWrite' : ''}`);
+
     const mailbox = config.graph.mailbox;
-    if (!mailbox) {
-      say('FAIL  graph.mailbox is not set: the relay has no mailbox to send from');
-      return 1;
-    }
-    const lookup = await http.request(`${config.graph.endpoint.replace(/\/+$/, '')}/v1.0/users/${encodeURIComponent(mailbox)}`, { method: 'GET', headers: { authorization: `Bearer ${token}` } });
+    if (!mailbox) return fail('mailbox', { cause: 'graph.mailbox is not set, so the relay has no mailbox to send from', fix: 'set graph.mailbox to the UPN of the sending mailbox' }, '');
+    const lookup = await http.request(`${config.graph.endpoint}/v1.0/users/${encodeURIComponent(mailbox)}`, { method: 'GET', headers: { authorization: `Bearer ${token}` } });
     if (lookup.status === 200) say(`ok    mailbox ${mailbox} exists`);
+    else if (lookup.status === 403) say('note  mailbox lookup not permitted (the app needs User.Read.All only for this check, not for sending)');
     else {
       const info = parseGraphError(lookup.body, lookup.headers);
-      if (lookup.status === 403) say(`note  mailbox lookup not permitted (${info.code ?? 403}); the app needs User.Read.All only for this check, not for sending`);
-      else {
-        const d = diagnoseGraph(lookup.status, info.code);
-        say(`FAIL  mailbox ${mailbox}: HTTP ${lookup.status} ${info.code ?? ''} ${d ? `- ${d.cause}` : info.message ?? ''}`.trimEnd());
-        if (d) say(`      fix: ${d.fix}`);
-        return 1;
-      }
+      return fail(`mailbox ${mailbox} (HTTP ${lookup.status} ${info.code ?? ''})`, diagnoseGraph(lookup.status, info.code, info.message), info.message ?? '');
     }
+
     if (!options.sendTo) {
-      say('note  no test message sent (add --send-to ADDRESS to prove sending end to end)');
+      say('note  no test message sent: add --send-to ADDRESS to prove sending end to end');
       return 0;
     }
+    const from = options.from ?? mailbox;
     const mime = Buffer.from(
-      `From: ${mailbox}\r\nTo: ${options.sendTo}\r\nSubject: smtp-graph-relay connection test\r\nDate: ${formatRfc5322Date(Date.now())}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis message was sent by "smtp-graph-relay check". Sending works.\r\n`,
+      `From: ${from}\r\nTo: ${options.sendTo}\r\nSubject: smtp-graph-relay connection test\r\nDate: ${formatRfc5322Date(Date.now())}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis message was sent by "smtp-graph-relay check". Sending works.\r\n`,
     );
     const outcome = await mailer.sendMime(mailbox, mime, token);
-    if (outcome.kind === 'http' && outcome.status === 202) {
-      say(`ok    test message accepted by Graph for ${options.sendTo} (request-id ${outcome.requestId ?? '?'})`);
+    if (outcome.kind === 'network') return fail('sendMail', null, `network error ${outcome.code ?? ''} ${outcome.message}`);
+    if (outcome.status === 202) {
+      say(`ok    test message from ${from} accepted by Graph for ${options.sendTo} (request-id ${outcome.requestId ?? '?'})`);
       return 0;
     }
-    if (outcome.kind === 'network') {
-      say(`FAIL  sendMail: network error ${outcome.code ?? ''} ${outcome.message}`);
-      return 1;
-    }
-    const d = diagnoseGraph(outcome.status, outcome.code);
-    say(`FAIL  sendMail: HTTP ${outcome.status} ${outcome.code ?? ''}${d ? ` - ${d.cause}` : outcome.message ? ` - ${outcome.message}` : ''} (request-id ${outcome.requestId ?? '?'})`);
-    if (d) say(`      fix: ${d.fix}`);
-    return 1;
+    return fail(`sendMail (HTTP ${outcome.status} ${outcome.code ?? ''}, request-id ${outcome.requestId ?? '?'})`, diagnoseGraph(outcome.status, outcome.code, outcome.message), outcome.message ?? '');
   } finally {
     await http.close().catch(() => undefined);
   }

@@ -21,7 +21,16 @@ export const AADSTS_DIAGNOSES: Readonly<Record<string, Diagnosis>> = {
   '700027': { cause: 'the certificate is not registered on the app (or the key does not match it)', fix: 'upload the certificate (public part) under Certificates & secrets' },
 };
 
-export const GRAPH_DIAGNOSES: ReadonlyArray<{ status: number; code?: string; diagnosis: Diagnosis }> = [
+export const GRAPH_DIAGNOSES: ReadonlyArray<{ status: number; code?: string; message?: RegExp; diagnosis: Diagnosis }> = [
+  {
+    status: 403,
+    code: 'ErrorAccessDenied',
+    message: /Access to OData is disabled/i,
+    diagnosis: {
+      cause: 'the mailbox is outside the scope the app may use (application access policy or Exchange RBAC for Applications)',
+      fix: 'add the mailbox to the group or management scope of the app\'s access policy / RBAC assignment (changes can take an hour to apply)',
+    },
+  },
   { status: 403, code: 'ErrorSendAsDenied', diagnosis: { cause: 'the mailbox may not send as the From address', fix: 'grant Send As on that address to the mailbox in Exchange, or send from graph.mailbox' } },
   {
     status: 403,
@@ -41,6 +50,13 @@ export function diagnoseAadsts(code: string | undefined): Diagnosis | null {
   return code ? (AADSTS_DIAGNOSES[code] ?? null) : null;
 }
 
-export function diagnoseGraph(status: number, code: string | undefined): Diagnosis | null {
-  return GRAPH_DIAGNOSES.find((row) => row.status === status && (row.code === undefined || row.code === code))?.diagnosis ?? null;
+export function diagnoseGraph(status: number, code: string | undefined, message?: string): Diagnosis | null {
+  return (
+    GRAPH_DIAGNOSES.find((row) => row.status === status && (row.code === undefined || row.code === code) && (row.message === undefined || row.message.test(message ?? '')))?.diagnosis ?? null
+  );
 }
+
+export const MISSING_MAIL_SEND: Diagnosis = {
+  cause: 'the token carries no Mail.Send permission',
+  fix: 'in API permissions add Microsoft Graph > Mail.Send (Application for app-only methods, Delegated for password/deviceCode) and click "Grant admin consent"',
+};

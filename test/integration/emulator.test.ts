@@ -33,7 +33,7 @@ async function token(form: Record<string, string>, tenant = TENANT) {
 const appToken = async () => (await token({ grant_type: 'client_credentials', client_id: CLIENT_ID, client_secret: CLIENT_SECRET, scope: `${emu.url}/.default` })).body.access_token as string;
 
 async function graph(method: string, path: string, body?: string | object, headers: Record<string, string> = {}) {
-  const auth = headers.authorization === undefined ? { authorization: `Bearer ${await appToken()}` } : {};
+  const auth: Record<string, string> = headers.authorization === undefined ? { authorization: `Bearer ${await appToken()}` } : {};
   const res = await http.request(path.startsWith('https:') ? path : `${emu.url}/v1.0${path}`, {
     method,
     headers: { ...auth, 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json', ...headers },

@@ -52,7 +52,7 @@ extra: 1
         expect.stringMatching(/^smtp\.maxMesageSize: unknown key/),
         expect.stringMatching(/^graph\.tenantId: required/),
         expect.stringMatching(/^graph\.clientId: /),
-        expect.stringMatching(/^graph\.auth\.method: .*one of clientSecret, certificate, password, federated/),
+        expect.stringMatching(/^graph\.auth\.method: .*one of clientSecret, certificate, password, deviceCode, federated/),
         expect.stringMatching(/^extra: unknown key/),
       ]),
     );
