@@ -19,6 +19,12 @@ export class TransportNetworkModule implements INetworkModule {
 
   private async send<T>(method: string, url: string, options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
     const response = await this.http.request(url, { method, ...(options?.headers ? { headers: options.headers } : {}), ...(options?.body !== undefined ? { body: options.body } : {}) });
+    // MSAL remembers a 429/5xx from the token endpoint and then refuses identical requests locally for
+    // 60 s or more (ThrottlingUtils, graph-api-facts §5.2). The spool's backoff already paces retries,
+    // so such answers surface as a transient error instead and never enter MSAL's throttle cache.
+    if (response.status === 429 || response.status >= 500) {
+      throw Object.assign(new Error(`token endpoint answered HTTP ${response.status}`), { errorCode: 'temporarily_unavailable' });
+    }
     let body: unknown = {};
     try {
       body = JSON.parse(response.body.toString('utf8'));

@@ -96,3 +96,17 @@ describe('recovery from Graph faults', () => {
     expect(await h.relay.spool.list('queue')).toHaveLength(0);
   });
 });
+
+describe('token endpoint outages', () => {
+  it('defers while the token endpoint answers 503/429 and delivers as soon as it recovers (no 60 s MSAL lock-out)', async () => {
+    h = await startHarness();
+    h.emulator.faults.add({ route: 'token', status: 503, times: 2 }, { route: 'token', status: 429, retryAfter: '1' });
+    const started = Date.now();
+    await sendBatch(h, 'tokfail', 2);
+    await allDelivered(h, 'tokfail', 2);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    const deferred = h.logs.records.filter((r) => r.event === 'delivery.deferred');
+    expect(deferred.length).toBeGreaterThanOrEqual(1);
+    expect(deferred[0]).toMatchObject({ level: 'warn', reason: expect.stringContaining('token acquisition failed') });
+  });
+});

@@ -115,3 +115,27 @@ describe('units', () => {
     expect(parseHostPort('host:99999')).toBeNull();
   });
 });
+
+describe('clouds and proxy', () => {
+  it.each([
+    ['global', 'https://login.microsoftonline.com', 'https://graph.microsoft.com'],
+    ['usgov', 'https://login.microsoftonline.us', 'https://graph.microsoft.us'],
+    ['usgovdod', 'https://login.microsoftonline.us', 'https://dod-graph.microsoft.us'],
+    ['china', 'https://login.chinacloudapi.cn', 'https://microsoftgraph.chinacloudapi.cn'],
+  ])('the %s preset sets authority and Graph host together', (cloud, authorityHost, endpoint) => {
+    const config = parseConfigText(`${minimal}  cloud: ${cloud}\n`, { GRAPH_CLIENT_SECRET: 'x' });
+    expect(config.graph).toMatchObject({ authorityHost, endpoint });
+  });
+
+  it('lets explicit authorityHost/endpoint override the preset', () => {
+    const config = parseConfigText(`${minimal}  cloud: china\n  endpoint: "https://graph.private.example"\n`, { GRAPH_CLIENT_SECRET: 'x' });
+    expect(config.graph).toMatchObject({ authorityHost: 'https://login.chinacloudapi.cn', endpoint: 'https://graph.private.example' });
+  });
+
+  it('redacts the proxy password in --print-config', () => {
+    const config = parseConfigText(`${minimal}  proxy: "http://relay:hunter2@proxy.corp:3128"\n`, { GRAPH_CLIENT_SECRET: 'x' });
+    const printed = JSON.stringify(redactConfig(config));
+    expect(printed).not.toContain('hunter2');
+    expect(printed).toContain('http://relay:[redacted]@proxy.corp:3128/');
+  });
+});
