@@ -14,6 +14,11 @@ import { startSmtp, type RunningSmtp } from './smtp/server.js';
 import { FsSpool } from './spool/fs-spool.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
+import { parseHostPort } from './config/units.js';
+import { ObservedTokenProvider } from './graph/observed-token-provider.js';
+import { startAdmin, type Readiness, type RunningAdmin } from './ops/admin-server.js';
+import { RelayMetrics } from './ops/metrics.js';
+import { QueueControl } from './ops/queue-control.js';
 
 export interface RelayOptions {
   config: RelayConfig;
@@ -29,7 +34,11 @@ export interface RunningRelay {
   smtp: RunningSmtp;
   scheduler: Scheduler;
   spool: Spool;
-  tokens: TokenProvider;
+  tokens: ObservedTokenProvider;
+  metrics: RelayMetrics;
+  queue: QueueControl;
+  admin: RunningAdmin | null;
+  readiness(): Promise<Readiness>;
   /** Graceful stop: refuse new mail, let attempts in flight finish within deadlineMs, keep the rest spooled. */
   stop(deadlineMs?: number): Promise<void>;
 }
@@ -70,17 +79,55 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   );
   for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, reason: q.reason }, 'corrupt spool entry moved to corrupt/');
 
-  const { http, tokens, mailer } = await createGraphClients(config, options.extraCaPem);
-  const scheduler: Scheduler = new Scheduler(
+  const graph = await createGraphClients(config, options.extraCaPem);
+  const { http } = graph;
+  let failedCount = (await spool.list('failed')).length;
+  // Declared before the scheduler exists: metrics read it lazily at scrape time.
+  let scheduler: Scheduler;
+  const metrics = new RelayMetrics(() => {
+    const snap = scheduler.snapshot();
+    return {
+      depth: snap.depth,
+      oldestAgeSeconds: snap.oldestReceivedAt === null ? 0 : Math.max(0, (clock.now() - snap.oldestReceivedAt) / 1000),
+      failed: failedCount,
+      held: snap.held,
+      inFlightByMailbox: snap.inFlightByMailbox,
+    };
+  });
+  const tokens = new ObservedTokenProvider(graph.tokens, clock.now, (ok) => metrics.tokenAcquisitions.inc({ result: ok ? 'ok' : 'error' }));
+  const mailer: GraphMailer = {
+    async sendMime(mailbox, mime, token) {
+      const end = metrics.graphLatency.startTimer();
+      const outcome = await graph.mailer.sendMime(mailbox, mime, token);
+      end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
+      if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
+      return outcome;
+    },
+  };
+  scheduler = new Scheduler(
     {
       maxInFlightPerMailbox: config.delivery.maxInFlightPerMailbox,
       backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
       maxQueueLifetimeMs: config.delivery.maxQueueLifetime,
     },
-    { spool, clock, logger, attempt: (entry) => attemptDelivery(entry, { tokens, mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) }) },
+    {
+      spool,
+      clock,
+      logger,
+      attempt: (entry) => attemptDelivery(entry, { tokens, mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) }),
+      onSettled: (entry, result, outcome) => {
+        if (outcome === 'delivered') metrics.delivered.inc({ mailbox: entry.mailbox });
+        else if (outcome === 'deferred' && result.decision.action === 'retry') metrics.deferred.inc({ kind: result.decision.kind, status: String(result.status ?? 'none') });
+        else if (outcome === 'failed' || outcome === 'expired') {
+          metrics.failed.inc({ reason: outcome === 'failed' ? 'permanent' : 'expired' });
+          failedCount += 1;
+        }
+      },
+    },
   );
   for (const entry of recovery.queued) scheduler.enqueue(entry);
   scheduler.start();
+  const queue = new QueueControl(spool, scheduler, clock);
 
   const smtp = await startSmtp(
     {
@@ -92,10 +139,54 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       socketTimeoutMs: config.smtp.socketTimeout,
       ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
     },
-    { spool, logger, clock, onQueued: (entry) => scheduler.enqueue(entry) },
+    {
+      spool,
+      logger,
+      clock,
+      onQueued: (entry) => {
+        metrics.received.inc({ result: 'queued' });
+        scheduler.enqueue(entry);
+      },
+      onRefused: (code) => metrics.refused.inc({ reason: String(code) }),
+    },
   );
+
+  // Ready = the spool takes writes and a token can be had.
+  const readiness = async (): Promise<Readiness> => {
+    const checks: Readiness['checks'] = {};
+    try {
+      await spool.probeWritable();
+      checks.spool = { ok: true };
+    } catch (err) {
+      checks.spool = { ok: false, detail: `spool not writable: ${(err as Error).message}` };
+    }
+    // MSAL answers from its cache while the token is fresh, so this only reaches the token endpoint
+    // when the relay itself would have to.
+    try {
+      await tokens.getToken();
+      checks.token = { ok: true };
+    } catch {
+      const h = tokens.health;
+      checks.token = { ok: false, detail: h.loginRequired ? 'login required: run `smtp-graph-relay login`' : `${h.lastError?.code ?? ''} ${h.lastError?.message ?? ''}`.trim() };
+    }
+    return { ready: Object.values(checks).every((c) => c.ok), checks };
+  };
+
+  let admin: RunningAdmin | null = null;
+  if (config.admin.listen !== false) {
+    const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
+    admin = await startAdmin(host, port, { metrics, queue, readiness, logger });
+  }
   logger.info(
-    { event: 'relay.started', listen: smtp.addresses.map((a) => `${a.host}:${a.port}`), mailbox: config.graph.mailbox, auth: tokens.description, endpoint: config.graph.endpoint, pid: process.pid },
+    {
+      event: 'relay.started',
+      listen: smtp.addresses.map((a) => `${a.host}:${a.port}`),
+      admin: admin?.url ?? null,
+      mailbox: config.graph.mailbox,
+      auth: tokens.description,
+      endpoint: config.graph.endpoint,
+      pid: process.pid,
+    },
     'relay started',
   );
 
@@ -105,12 +196,17 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     scheduler,
     spool,
     tokens,
+    metrics,
+    queue,
+    admin,
+    readiness,
     stop(deadlineMs = 10_000) {
       stopping ??= (async () => {
         logger.info({ event: 'relay.stopping', deadlineMs }, 'stopping: no new mail accepted');
         const smtpClosed = smtp.close();
         const { unfinished } = await scheduler.stop(deadlineMs);
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
+        await admin?.close();
         await http.close().catch(() => undefined);
         logger.info({ event: 'relay.stopped', unfinishedAttempts: unfinished }, 'relay stopped');
       })();

@@ -16,7 +16,7 @@ export interface DemoSetup {
   deliveredDir: string;
 }
 
-export async function startDemo(baseDir: string, listen: string): Promise<DemoSetup> {
+export async function startDemo(baseDir: string, listen: string, adminListen: string | false = '127.0.0.1:9925'): Promise<DemoSetup> {
   const deliveredDir = path.resolve(baseDir, 'delivered');
   const secret = randomBytes(24).toString('base64url');
   const emulator = await startEmulator({
@@ -28,6 +28,7 @@ export async function startDemo(baseDir: string, listen: string): Promise<DemoSe
   const config = validateConfig(
     {
       smtp: { listen },
+      admin: { listen: adminListen },
       graph: {
         tenantId: 'demo-tenant',
         clientId: 'demo-client',

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { startRelay, type RunningRelay } from './app.js';
 import { runCheck } from './ops/check.js';
 import { runLogin } from './ops/login.js';
+import { runQueueCli } from './ops/queue-cli.js';
 import { ConfigError, loadConfigFile, redactConfig } from './config/load.js';
 import { createLogger } from './log.js';
 import { startDemo } from './demo.js';
@@ -27,12 +28,16 @@ Usage:
   smtp-graph-relay check --config FILE [--send-to ADDRESS] [--from ADDRESS]
       Validate the config, get a token, look up the mailbox, optionally send a test message
       (--from: as the address a device uses, to test Send As).
+  smtp-graph-relay queue list [--failed|--deferred|--held] | show ID | retry ID|--all | hold ID |
+                         release ID | delete ID | purge --failed --older-than 7d   [--json]
+      Inspect and manage the queue (through the running relay, or the spool when it is stopped).
   smtp-graph-relay login --config FILE
       Device-code sign-in for graph.auth.method: deviceCode; stores the token cache.
 
 Options:
   --config FILE      YAML configuration (also RELAY_CONFIG)
   --listen ADDR      override smtp.listen
+  --admin-listen ADDR  override admin.listen (metrics, health, queue API); "off" disables it
   --print-config     print the effective configuration (secrets redacted) and exit
   --help, --version
 `;
@@ -46,6 +51,11 @@ function version(): string {
   }
 }
 
+function adminListen(value: string | undefined): string | false | undefined {
+  if (value === undefined) return undefined;
+  return value === 'off' ? false : value;
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -55,8 +65,15 @@ async function main(argv: string[]): Promise<number> {
       options: {
         config: { type: 'string' },
         listen: { type: 'string' },
+        'admin-listen': { type: 'string' },
         dir: { type: 'string' },
         'print-config': { type: 'boolean' },
+        json: { type: 'boolean' },
+        all: { type: 'boolean' },
+        failed: { type: 'boolean' },
+        deferred: { type: 'boolean' },
+        held: { type: 'boolean' },
+        'older-than': { type: 'string' },
         'send-to': { type: 'string' },
         from: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -88,6 +105,19 @@ async function main(argv: string[]): Promise<number> {
       const config = await loadConfigFile(configFile);
       return await runCheck(config, { sendTo: values['send-to'], from: values.from, out: process.stdout });
     }
+    if (command === 'queue') {
+      if (!configFile) {
+        process.stderr.write('queue needs --config FILE (or RELAY_CONFIG)\n');
+        return EXIT.usage;
+      }
+      const state = values.failed ? 'failed' : values.deferred ? 'deferred' : values.held ? 'held' : undefined;
+      return await runQueueCli(
+        await loadConfigFile(configFile),
+        { action: positionals[1], id: positionals[2], all: values.all === true, state, olderThan: values['older-than'], json: values.json === true },
+        process.stdout,
+        process.stderr,
+      );
+    }
     if (command === 'login') {
       if (!configFile) {
         process.stderr.write('login needs --config FILE (or RELAY_CONFIG)\n');
@@ -104,7 +134,7 @@ async function main(argv: string[]): Promise<number> {
     let cleanup: () => Promise<void> = async () => undefined;
     if (command === 'demo' || !configFile) {
       const dir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
-      const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525');
+      const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525', adminListen(values['admin-listen']) ?? '127.0.0.1:9925');
       if (values['print-config']) {
         process.stdout.write(stringify(redactConfig(demo.config)));
         await demo.emulator.close();
@@ -118,6 +148,7 @@ async function main(argv: string[]): Promise<number> {
           `  SMTP       ${at?.host}:${at?.port}    try: swaks --server ${at?.host}:${at?.port} --to someone@example.org\n` +
           `  Delivered  ${demo.deliveredDir}/   (every message Graph accepted, as .eml)\n` +
           `  Spool      ${demo.config.spool.dir}\n` +
+          `  Admin      ${relay.admin ? `${relay.admin.url}/metrics  /healthz  /readyz  /queue` : 'off'}\n` +
           `  Stop with Ctrl+C. For a real tenant: smtp-graph-relay serve --config relay.yaml (see README).\n\n`,
       );
       cleanup = () => demo.emulator.close();
@@ -127,7 +158,12 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(stringify(redactConfig(config)));
         return EXIT.ok;
       }
-      const effective = values.listen ? { ...config, smtp: { ...config.smtp, listen: [values.listen] } } : config;
+      const adminOverride = adminListen(values['admin-listen']);
+      const effective = {
+        ...config,
+        ...(values.listen ? { smtp: { ...config.smtp, listen: [values.listen] } } : {}),
+        ...(adminOverride !== undefined ? { admin: { listen: adminOverride } } : {}),
+      };
       const logger = createLogger(process.env.LOG_LEVEL ?? config.log.level);
       relay = await startRelay({ config: effective, logger });
     }

@@ -154,6 +154,12 @@ export const configSchema = z.strictObject({
       maxQueueLifetime: duration.prefault('5d'),
     })
     .prefault({}),
+  admin: z
+    .strictObject({
+      /** Metrics, health and queue API; false turns it off. Loopback by default: it can change the queue. */
+      listen: z.union([listenAddress, z.literal(false)]).prefault('127.0.0.1:9925'),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).prefault('info'),

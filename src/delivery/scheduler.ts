@@ -12,6 +12,8 @@ import { MinHeap } from '../util/min-heap.js';
 import type { AttemptResult } from './attempt.js';
 import { nextAttemptAt, type BackoffPolicy } from './backoff.js';
 
+export type SettledOutcome = 'delivered' | 'deferred' | 'failed' | 'expired' | 'postponed';
+
 export interface SchedulerOptions {
   maxInFlightPerMailbox: number;
   backoff: BackoffPolicy;
@@ -25,7 +27,7 @@ export interface SchedulerDeps {
   logger: Logger;
   random?: () => number;
   /** Notified after every finished attempt (metrics, tests). */
-  onSettled?: (entry: SpoolEntry, result: AttemptResult) => void;
+  onSettled?: (entry: SpoolEntry, result: AttemptResult, outcome: SettledOutcome) => void;
 }
 
 interface MailboxState {
@@ -38,22 +40,43 @@ interface MailboxState {
 export class Scheduler {
   private readonly waiting = new MinHeap<SpoolEntry>((a, b) => a.nextAttemptAt < b.nextAttemptAt);
   private readonly mailboxes = new Map<string, MailboxState>();
-  /** Ids the scheduler currently owns (waiting, ready or in flight): enqueue is idempotent. */
-  private readonly owned = new Set<string>();
+  /** Entries the scheduler currently owns (waiting, ready or in flight), by id: enqueue is idempotent. */
+  private readonly owned = new Map<string, SpoolEntry>();
+  /** Entries on hold: known (for queue depth), never dispatched. */
+  private readonly held = new Map<string, SpoolEntry>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private running = false;
 
   constructor(
-    private readonly options: SchedulerOptions,
+    private options: SchedulerOptions,
     private readonly deps: SchedulerDeps,
   ) {}
+
+  /** New limits from a configuration reload; they apply from the next decision on. */
+  updateOptions(options: SchedulerOptions): void {
+    this.options = options;
+    this.pump();
+  }
 
   get stats() {
     let ready = 0;
     for (const m of this.mailboxes.values()) ready += m.ready.length;
-    return { owned: this.owned.size, waiting: this.waiting.size, ready, inFlight: this.inFlight.size };
+    return { owned: this.owned.size, held: this.held.size, waiting: this.waiting.size, ready, inFlight: this.inFlight.size };
+  }
+
+  /** Queue depth, oldest message and in-flight requests, for metrics. */
+  snapshot(): { depth: number; oldestReceivedAt: number | null; held: number; inFlightByMailbox: Map<string, number> } {
+    let oldest: number | null = null;
+    for (const map of [this.owned, this.held]) for (const e of map.values()) if (oldest === null || e.receivedAt < oldest) oldest = e.receivedAt;
+    const inFlightByMailbox = new Map<string, number>();
+    for (const [name, m] of this.mailboxes) if (m.inFlight > 0) inFlightByMailbox.set(name, m.inFlight);
+    return { depth: this.owned.size + this.held.size, oldestReceivedAt: oldest, held: this.held.size, inFlightByMailbox };
+  }
+
+  isInFlight(id: string): boolean {
+    return this.inFlight.has(id);
   }
 
   inFlightFor(mailbox: string): number {
@@ -71,18 +94,27 @@ export class Scheduler {
   }
 
   enqueue(entry: SpoolEntry): void {
-    if (this.owned.has(entry.id) || entry.held) return;
-    this.owned.add(entry.id);
+    if (this.owned.has(entry.id) || this.held.has(entry.id)) return;
+    if (entry.held) {
+      this.held.set(entry.id, entry);
+      return;
+    }
+    this.owned.set(entry.id, entry);
     this.waiting.push(entry);
     if (this.running) this.pump();
   }
 
-  /** Forgets a message (held or deleted by an operator); an attempt already in flight finishes. */
+  /**
+   * Forgets a message (held, deleted or replaced by an operator). Refused (false) while an attempt
+   * for it is in flight: its outcome is about to be written to the spool.
+   */
   forget(id: string): boolean {
     if (this.inFlight.has(id)) return false;
     this.waiting.removeWhere((e) => e.id === id);
     for (const m of this.mailboxes.values()) m.ready = m.ready.filter((e) => e.id !== id);
-    return this.owned.delete(id);
+    this.owned.delete(id);
+    this.held.delete(id);
+    return true;
   }
 
   /** Stops dispatching, then waits up to deadlineMs for attempts in flight; the rest stays spooled. */
@@ -181,8 +213,10 @@ export class Scheduler {
       // Not an attempt: nothing was sent, so nothing is recorded on disk.
       this.requeue({ ...entry, nextAttemptAt: decision.untilMs });
       logger.debug({ event: 'delivery.postponed', queueId: entry.id, mailbox: entry.mailbox, untilMs: decision.untilMs }, 'mailbox paused by Retry-After');
+      this.deps.onSettled?.(entry, result, 'postponed');
       return;
     }
+    let outcome: SettledOutcome;
     if (decision.action === 'delivered') {
       await this.deps.spool.remove(entry.id);
       this.owned.delete(entry.id);
@@ -200,7 +234,8 @@ export class Scheduler {
         },
         'delivered',
       );
-    } else if (decision.action === 'fail' || (decision.action === 'retry' && now - entry.receivedAt >= this.options.maxQueueLifetimeMs)) {
+      outcome = 'delivered';
+    } else if (decision.action === 'fail' || (decision.action === 'retry' && now - (entry.requeuedAt ?? entry.receivedAt) >= this.options.maxQueueLifetimeMs)) {
       const reason = decision.action === 'fail' ? decision.reason : `queue lifetime of ${Math.round(this.options.maxQueueLifetimeMs / 3_600_000)}h exceeded; last error: ${decision.reason}`;
       const failed: SpoolEntry = {
         ...entry,
@@ -212,6 +247,7 @@ export class Scheduler {
       await this.deps.spool.moveToFailed(failed);
       this.owned.delete(entry.id);
       logger.error({ event: 'delivery.failed', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, ...graph }, 'delivery failed permanently');
+      outcome = decision.action === 'fail' ? 'failed' : 'expired';
     } else {
       const kind = decision.action === 'retry' ? decision.kind : 'transient';
       const reason = decision.action === 'retry' ? decision.reason : 'token refresh requested';
@@ -225,12 +261,14 @@ export class Scheduler {
         lastError: { at: now, kind, message: reason, ...stripUndefined(graph) },
       };
       await this.deps.spool.update(deferred);
+      this.owned.set(entry.id, deferred);
       this.requeue(deferred);
       const fields = { event: 'delivery.deferred', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, retryInMs: next - now, ...graph };
       if (kind === 'operator') logger.error({ ...fields, operatorActionRequired: true }, 'delivery deferred: needs an administrator');
       else logger.warn(fields, 'delivery deferred');
+      outcome = 'deferred';
     }
-    this.deps.onSettled?.(entry, result);
+    this.deps.onSettled?.(entry, result, outcome);
   }
 }
 

@@ -33,6 +33,8 @@ export interface SmtpDeps {
   clock: Clock;
   /** Called once a message is durable (after the 250 decision, before the reply is written). */
   onQueued: (entry: SpoolEntry) => void;
+  /** Called for every refusal, with its SMTP reply code (metrics). */
+  onRefused?: (code: number) => void;
 }
 
 export interface RunningSmtp {
@@ -78,11 +80,13 @@ export async function startSmtp(settings: SmtpSettings, deps: SmtpDeps): Promise
     onRcptTo(address, session, callback) {
       if (session.envelope.rcptTo.length >= settings.maxRecipients) {
         logger.info({ event: 'smtp.refused', client: session.remoteAddress, reason: 'too many recipients' }, 'recipient refused');
+        deps.onRefused?.(452);
         return callback(replies.tooManyRecipients(settings.maxRecipients));
       }
       if (!address.address.includes('@')) return callback(replies.badRecipient(address.address));
       if (chooseMailbox(settings.defaultMailbox) === null) {
         logger.warn({ event: 'smtp.refused', client: session.remoteAddress, reason: 'no sending mailbox' }, 'recipient refused');
+        deps.onRefused?.(550);
         return callback(replies.noSendingMailbox());
       }
       callback();
@@ -136,6 +140,7 @@ export async function startSmtp(settings: SmtpSettings, deps: SmtpDeps): Promise
         (err: unknown) => {
           const reply = err instanceof SmtpReply ? err : replies.spoolFailure();
           logger.warn({ event: 'smtp.refused', queueId, client: session.remoteAddress, code: reply.responseCode, reason: reply.message }, 'message refused');
+          deps.onRefused?.(reply.responseCode);
           callback(reply);
         },
       );

@@ -251,6 +251,18 @@ export class FsSpool implements Spool {
     await this.deleteFailed(entry.id);
   }
 
+  async probeWritable(): Promise<void> {
+    const probe = path.join(this.dir('tmp'), `.probe.${process.pid}.${this.tmpCounter++}`);
+    const handle = await this.fs.open(probe, 'wx', 0o600);
+    try {
+      await handle.writeFile('ok');
+      await handle.sync();
+    } finally {
+      await handle.close();
+      await this.unlinkQuietly(probe);
+    }
+  }
+
   async deleteFailed(id: string): Promise<void> {
     await this.unlinkQuietly(this.file('failed', id, 'json'));
     await this.unlinkQuietly(this.file('failed', id, 'eml'));

@@ -42,4 +42,6 @@ export interface Spool {
   /** Moves a failed message back into the queue (queue retry). */
   requeueFailed(entry: SpoolEntry): Promise<void>;
   deleteFailed(id: string): Promise<void>;
+  /** Proves the spool is writable right now (readiness): create, fsync and remove a probe file. */
+  probeWritable(): Promise<void>;
 }

@@ -151,6 +151,9 @@ describe('authorisation methods', () => {
       const until = Date.now() + 5000;
       while (!logs.records.some((r) => r.event === 'delivery.deferred') && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       expect(logs.records.find((r) => r.event === 'delivery.deferred')).toMatchObject({ operatorActionRequired: true, reason: expect.stringContaining('login required') });
+      const readiness = await relay.readiness();
+      expect(readiness.ready).toBe(false);
+      expect(readiness.checks.token?.detail).toContain('login required');
       await relay.stop(1000);
     } finally {
       await emulator.close();

@@ -11,7 +11,7 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 command -v swaks >/dev/null || { echo "swaks-smoke: swaks is not installed (apt-get install swaks)" >&2; exit 2; }
 [ -f "$root/dist/main.js" ] || { echo "swaks-smoke: run npm run build first" >&2; exit 2; }
 
-node "$root/dist/main.js" demo --listen "127.0.0.1:$port" --dir "$work/demo" >"$work/relay.log" 2>&1 &
+node "$root/dist/main.js" demo --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 --dir "$work/demo" >"$work/relay.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do grep -q '"event":"relay.started"' "$work/relay.log" && break; sleep 0.1; done
 grep -q '"event":"relay.started"' "$work/relay.log" || { echo "swaks-smoke: relay did not start"; cat "$work/relay.log"; exit 1; }

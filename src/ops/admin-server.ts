@@ -1,0 +1,110 @@
+/**
+ * The admin HTTP listener (admin.listen, loopback by default): Prometheus /metrics, /healthz
+ * (process alive), /readyz (spool writable, token obtainable, not "login required"), the queue
+ * commands for a running relay, and the log level at run time.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseDurationMs } from '../config/units.js';
+import type { Logger } from '../log.js';
+import type { RelayMetrics } from './metrics.js';
+import { QueueCommandError, type QueueControl, type QueueState } from './queue-control.js';
+
+export interface Readiness {
+  ready: boolean;
+  checks: Record<string, { ok: boolean; detail?: string }>;
+}
+
+export interface AdminDeps {
+  metrics: RelayMetrics;
+  queue: QueueControl;
+  readiness: () => Promise<Readiness>;
+  logger: Logger;
+}
+
+export interface RunningAdmin {
+  url: string;
+  close(): Promise<void>;
+}
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace']);
+const STATES = new Set<QueueState>(['active', 'queued', 'deferred', 'held', 'failed']);
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+export async function startAdmin(host: string, port: number, deps: AdminDeps): Promise<RunningAdmin> {
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const method = req.method ?? 'GET';
+    const parts = url.pathname.split('/').filter(Boolean);
+    if (method === 'GET' && url.pathname === '/healthz') return json(res, 200, { status: 'ok' });
+    if (method === 'GET' && url.pathname === '/readyz') {
+      const readiness = await deps.readiness();
+      return json(res, readiness.ready ? 200 : 503, readiness);
+    }
+    if (method === 'GET' && url.pathname === '/metrics') {
+      const body = await deps.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': deps.metrics.registry.contentType });
+      return void res.end(body);
+    }
+    if (method === 'PUT' && url.pathname === '/log-level') {
+      const level = url.searchParams.get('level') ?? '';
+      if (!LEVELS.has(level)) return json(res, 400, { error: `level must be one of ${[...LEVELS].join(', ')}` });
+      const previous = deps.logger.level;
+      deps.logger.level = level;
+      deps.logger.warn({ event: 'admin.log_level', from: previous, to: level }, 'log level changed');
+      return json(res, 200, { level });
+    }
+    if (parts[0] === 'queue') {
+      if (method === 'GET' && parts.length === 1) {
+        const state = url.searchParams.get('state') as QueueState | null;
+        if (state && !STATES.has(state)) return json(res, 400, { error: `state must be one of ${[...STATES].join(', ')}` });
+        return json(res, 200, await deps.queue.list(state ?? undefined));
+      }
+      if (method === 'POST' && parts[1] === 'retry-all') return json(res, 200, { retried: await deps.queue.retryAll() });
+      if (method === 'POST' && parts[1] === 'purge-failed') {
+        const olderThan = parseDurationMs(url.searchParams.get('olderThan') ?? '');
+        if (olderThan === null) return json(res, 400, { error: 'olderThan must be a duration such as 7d' });
+        return json(res, 200, { purged: await deps.queue.purgeFailed(olderThan) });
+      }
+      const id = parts[1] ?? '';
+      if (method === 'GET' && parts.length === 2) return json(res, 200, await deps.queue.show(id));
+      if (method === 'POST' && parts.length === 3) {
+        const action = parts[2];
+        if (action === 'retry') return json(res, 200, await deps.queue.retry(id));
+        if (action === 'hold') return json(res, 200, await deps.queue.hold(id));
+        if (action === 'release') return json(res, 200, await deps.queue.release(id));
+        if (action === 'delete') {
+          await deps.queue.delete(id);
+          return json(res, 200, { deleted: id });
+        }
+      }
+    }
+    return json(res, 404, { error: 'not found' });
+  };
+
+  const server = createServer((req, res) => {
+    route(req, res).catch((err: unknown) => {
+      if (err instanceof QueueCommandError) return json(res, err.status, { error: err.message });
+      deps.logger.error({ event: 'admin.error', err: (err as Error).message }, 'admin request failed');
+      if (!res.headersSent) json(res, 500, { error: (err as Error).message });
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,121 @@
+/**
+ * `smtp-graph-relay queue ...`: talks to the running relay's admin API when it answers, so the
+ * scheduler and the spool stay in agreement; when nothing listens there (relay stopped) it works on
+ * the spool files directly, which is safe then.
+ */
+import type { Writable } from 'node:stream';
+import { request } from 'undici';
+import type { RelayConfig } from '../config/schema.js';
+import { parseDurationMs, parseHostPort } from '../config/units.js';
+import { FsSpool } from '../spool/fs-spool.js';
+import { systemClock } from '../util/clock.js';
+import { QueueCommandError, QueueControl, type QueueItem, type QueueState } from './queue-control.js';
+
+export interface QueueCliArgs {
+  action: string | undefined;
+  id: string | undefined;
+  all: boolean;
+  state: QueueState | undefined;
+  olderThan: string | undefined;
+  json: boolean;
+}
+
+type Call = { method: 'GET' | 'POST'; path: string };
+
+function callFor(args: QueueCliArgs): Call | string {
+  const id = args.id ? encodeURIComponent(args.id) : '';
+  switch (args.action) {
+    case 'list':
+      return { method: 'GET', path: `/queue${args.state ? `?state=${args.state}` : ''}` };
+    case 'show':
+      return id ? { method: 'GET', path: `/queue/${id}` } : 'queue show needs a queue id';
+    case 'retry':
+      if (args.all) return { method: 'POST', path: '/queue/retry-all' };
+      return id ? { method: 'POST', path: `/queue/${id}/retry` } : 'queue retry needs a queue id or --all';
+    case 'hold':
+    case 'release':
+    case 'delete':
+      return id ? { method: 'POST', path: `/queue/${id}/${args.action}` } : `queue ${args.action} needs a queue id`;
+    case 'purge':
+      if (args.state !== 'failed' || !args.olderThan || parseDurationMs(args.olderThan) === null) return 'queue purge needs --failed and --older-than DURATION (e.g. 7d)';
+      return { method: 'POST', path: `/queue/purge-failed?olderThan=${encodeURIComponent(args.olderThan)}` };
+    default:
+      return 'queue commands: list [--failed|--deferred|--held], show ID, retry ID|--all, hold ID, release ID, delete ID, purge --failed --older-than 7d';
+  }
+}
+
+/** The same operations on the spool files, for a stopped relay. */
+async function offline(call: Call, control: QueueControl): Promise<{ status: number; body: unknown }> {
+  const url = new URL(call.path, 'http://offline');
+  const parts = url.pathname.split('/').filter(Boolean);
+  try {
+    if (call.method === 'GET' && parts.length === 1) return { status: 200, body: await control.list((url.searchParams.get('state') as QueueState | null) ?? undefined) };
+    if (call.method === 'GET') return { status: 200, body: await control.show(parts[1] ?? '') };
+    if (parts[1] === 'retry-all') return { status: 200, body: { retried: await control.retryAll() } };
+    if (parts[1] === 'purge-failed') return { status: 200, body: { purged: await control.purgeFailed(parseDurationMs(url.searchParams.get('olderThan') ?? '') ?? 0) } };
+    const id = parts[1] ?? '';
+    const action = parts[2];
+    if (action === 'retry') return { status: 200, body: await control.retry(id) };
+    if (action === 'hold') return { status: 200, body: await control.hold(id) };
+    if (action === 'release') return { status: 200, body: await control.release(id) };
+    await control.delete(id);
+    return { status: 200, body: { deleted: id } };
+  } catch (err) {
+    if (err instanceof QueueCommandError) return { status: err.status, body: { error: err.message } };
+    throw err;
+  }
+}
+
+const age = (ms: number) => (ms < 90_000 ? `${Math.round(ms / 1000)}s` : ms < 5_400_000 ? `${Math.round(ms / 60_000)}m` : ms < 172_800_000 ? `${Math.round(ms / 3_600_000)}h` : `${Math.round(ms / 86_400_000)}d`);
+
+function describeItem(item: QueueItem, now: number): string {
+  const e = item.entry;
+  const lines = [
+    `${item.id}  ${item.state}  ${e.size} bytes  received ${new Date(e.receivedAt).toISOString()} (${age(now - e.receivedAt)} ago)`,
+    `  from <${e.envelope.mailFrom}>  to ${e.envelope.rcptTo.map((r) => `<${r}>`).join(', ')}`,
+    `  mailbox ${e.mailbox}  message-id ${e.messageId ?? '-'}  attempts ${e.attempts}`,
+  ];
+  if (item.state !== 'failed' && item.state !== 'held' && e.attempts > 0) lines.push(`  next attempt ${new Date(e.nextAttemptAt).toISOString()} (in ${age(Math.max(0, e.nextAttemptAt - now))})`);
+  if (e.lastError) lines.push(`  last error (${e.lastError.kind}): ${e.lastError.message}${e.lastError.requestId ? `  request-id ${e.lastError.requestId}` : ''}`);
+  if (e.failReason) lines.push(`  failed ${e.failedAt ? new Date(e.failedAt).toISOString() : ''}: ${e.failReason}`);
+  return lines.join('\n');
+}
+
+export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: Writable, err: Writable): Promise<number> {
+  const call = callFor(args);
+  if (typeof call === 'string') {
+    err.write(`${call}\n`);
+    return 64;
+  }
+  let result: { status: number; body: unknown } | null = null;
+  if (config.admin.listen !== false) {
+    const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
+    try {
+      const response = await request(`http://${host.includes(':') ? `[${host}]` : host}:${port}${call.path}`, { method: call.method, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      result = { status: response.statusCode, body: await response.body.json() };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw e;
+    }
+  }
+  if (result === null) {
+    // Nothing listens on admin.listen: the relay is not running, so the files are ours.
+    const spool = new FsSpool(config.spool.dir);
+    await spool.recover();
+    result = await offline(call, new QueueControl(spool, null, systemClock));
+  }
+  if (result.status >= 400) {
+    err.write(`${(result.body as { error?: string }).error ?? `HTTP ${result.status}`}\n`);
+    return 1;
+  }
+  if (args.json) {
+    out.write(`${JSON.stringify(result.body, null, 2)}\n`);
+    return 0;
+  }
+  const now = Date.now();
+  const body = result.body as QueueItem | QueueItem[] | Record<string, unknown>;
+  if (Array.isArray(body)) {
+    out.write(body.length === 0 ? 'queue is empty\n' : `${body.map((item) => describeItem(item, now)).join('\n\n')}\n-- ${body.length} message(s)\n`);
+  } else if ('entry' in body && 'state' in body) out.write(`${describeItem(body as QueueItem, now)}\n`);
+  else out.write(`${Object.entries(body).map(([k, v]) => `${k}: ${String(v)}`).join('\n')}\n`);
+  return 0;
+}
