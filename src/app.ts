@@ -161,9 +161,10 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       checks.spool = { ok: false, detail: `spool not writable: ${(err as Error).message}` };
     }
     // MSAL answers from its cache while the token is fresh, so this only reaches the token endpoint
-    // when the relay itself would have to.
+    // when the relay itself would have to. After "login required", a cached token proves nothing
+    // (Graph already refused it): only a real refresh can clear that state.
     try {
-      await tokens.getToken();
+      await tokens.getToken({ forceRefresh: tokens.health.loginRequired });
       checks.token = { ok: true };
     } catch {
       const h = tokens.health;
