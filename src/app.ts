@@ -39,6 +39,8 @@ export interface RunningRelay {
   queue: QueueControl;
   admin: RunningAdmin | null;
   readiness(): Promise<Readiness>;
+  /** Applies a new configuration where that is safe; returns what changed and what needs a restart. */
+  reload(next: RelayConfig): Promise<{ applied: string[]; needsRestart: string[] }>;
   /** Graceful stop: refuse new mail, let attempts in flight finish within deadlineMs, keep the rest spooled. */
   stop(deadlineMs?: number): Promise<void>;
 }
@@ -61,6 +63,38 @@ export async function createGraphClients(config: RelayConfig, extraCaPem: string
   return { http, tokens, mailer: new HttpGraphMailer(config.graph.endpoint, http) };
 }
 
+function smtpSettings(config: RelayConfig) {
+  return {
+    listen: config.smtp.listen,
+    ...(config.smtp.hostname ? { hostname: config.smtp.hostname } : {}),
+    maxMessageSize: config.smtp.maxMessageSize,
+    maxRecipients: config.smtp.maxRecipients,
+    maxConnections: config.smtp.maxConnections,
+    socketTimeoutMs: config.smtp.socketTimeout,
+    ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
+  };
+}
+
+function schedulerOptions(config: RelayConfig) {
+  return {
+    maxInFlightPerMailbox: config.delivery.maxInFlightPerMailbox,
+    backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
+    maxQueueLifetimeMs: config.delivery.maxQueueLifetime,
+  };
+}
+
+/** Dotted paths whose values differ between two configs (leaves only). */
+export function changedPaths(a: unknown, b: unknown, prefix = ''): string[] {
+  if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b)) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    return [...keys].flatMap((k) => changedPaths((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], prefix ? `${prefix}.${k}` : k));
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix];
+}
+
+/** Settings that are bound at start (sockets, the spool directory): a reload reports them instead. */
+const RESTART_ONLY = [/^smtp\.listen/, /^spool\./, /^admin\./];
+
 export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   const { config, logger } = options;
   const clock = options.clock ?? systemClock;
@@ -79,9 +113,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   );
   for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, reason: q.reason }, 'corrupt spool entry moved to corrupt/');
 
-  const graph = await createGraphClients(config, options.extraCaPem);
-  const { http } = graph;
-  let failedCount = (await spool.list('failed')).length;
+  let graph = await createGraphClients(config, options.extraCaPem);
   // Declared before the scheduler exists: metrics read it lazily at scrape time.
   let scheduler: Scheduler;
   const metrics = new RelayMetrics(() => {
@@ -89,12 +121,12 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     return {
       depth: snap.depth,
       oldestAgeSeconds: snap.oldestReceivedAt === null ? 0 : Math.max(0, (clock.now() - snap.oldestReceivedAt) / 1000),
-      failed: failedCount,
       held: snap.held,
       inFlightByMailbox: snap.inFlightByMailbox,
     };
-  });
-  const tokens = new ObservedTokenProvider(graph.tokens, clock.now, (ok) => metrics.tokenAcquisitions.inc({ result: ok ? 'ok' : 'error' }));
+  }, () => spool.count('failed'));
+  const observe = (inner: TokenProvider) => new ObservedTokenProvider(inner, clock.now, (ok) => metrics.tokenAcquisitions.inc({ result: ok ? 'ok' : 'error' }));
+  let tokens = observe(graph.tokens);
   const mailer: GraphMailer = {
     async sendMime(mailbox, mime, token) {
       const end = metrics.graphLatency.startTimer();
@@ -105,22 +137,18 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     },
   };
   scheduler = new Scheduler(
-    {
-      maxInFlightPerMailbox: config.delivery.maxInFlightPerMailbox,
-      backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
-      maxQueueLifetimeMs: config.delivery.maxQueueLifetime,
-    },
+    schedulerOptions(config),
     {
       spool,
       clock,
       logger,
+      // tokens and graph are read at each attempt, so a reload swaps credentials for the next one.
       attempt: (entry) => attemptDelivery(entry, { tokens, mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) }),
       onSettled: (entry, result, outcome) => {
         if (outcome === 'delivered') metrics.delivered.inc({ mailbox: entry.mailbox });
         else if (outcome === 'deferred' && result.decision.action === 'retry') metrics.deferred.inc({ kind: result.decision.kind, status: String(result.status ?? 'none') });
         else if (outcome === 'failed' || outcome === 'expired') {
           metrics.failed.inc({ reason: outcome === 'failed' ? 'permanent' : 'expired' });
-          failedCount += 1;
         }
       },
     },
@@ -130,15 +158,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   const queue = new QueueControl(spool, scheduler, clock);
 
   const smtp = await startSmtp(
-    {
-      listen: config.smtp.listen,
-      ...(config.smtp.hostname ? { hostname: config.smtp.hostname } : {}),
-      maxMessageSize: config.smtp.maxMessageSize,
-      maxRecipients: config.smtp.maxRecipients,
-      maxConnections: config.smtp.maxConnections,
-      socketTimeoutMs: config.smtp.socketTimeout,
-      ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
-    },
+    smtpSettings(config),
     {
       spool,
       logger,
@@ -191,16 +211,37 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     'relay started',
   );
 
+  let current = config;
   let stopping: Promise<void> | null = null;
   return {
     smtp,
     scheduler,
     spool,
-    tokens,
+    get tokens() {
+      return tokens;
+    },
     metrics,
     queue,
     admin,
     readiness,
+    async reload(next) {
+      const changed = changedPaths(current, next);
+      const needsRestart = changed.filter((p) => RESTART_ONLY.some((r) => r.test(p)));
+      const applied = changed.filter((p) => !needsRestart.includes(p));
+      if (applied.some((p) => p.startsWith('graph.') && p !== 'graph.mailbox')) {
+        const previous = graph;
+        graph = await createGraphClients(next, options.extraCaPem);
+        tokens = observe(graph.tokens);
+        // Attempts in flight finish on the old client; close it once they have had time to.
+        setTimeout(() => void previous.http.close().catch(() => undefined), next.graph.requestTimeout).unref();
+      }
+      if (applied.some((p) => p.startsWith('delivery.'))) scheduler.updateOptions(schedulerOptions(next));
+      if (applied.some((p) => p.startsWith('smtp.') || p === 'graph.mailbox')) smtp.update(smtpSettings(next));
+      if (applied.includes('log.level')) logger.level = next.log.level;
+      current = { ...next, smtp: { ...next.smtp, listen: current.smtp.listen }, spool: current.spool, admin: current.admin };
+      logger.info({ event: 'config.reloaded', applied, needsRestart }, needsRestart.length > 0 ? 'configuration reloaded; some changes need a restart' : 'configuration reloaded');
+      return { applied, needsRestart };
+    },
     stop(deadlineMs = 10_000) {
       stopping ??= (async () => {
         logger.info({ event: 'relay.stopping', deadlineMs }, 'stopping: no new mail accepted');
@@ -208,7 +249,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         const { unfinished } = await scheduler.stop(deadlineMs);
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
         await admin?.close();
-        await http.close().catch(() => undefined);
+        await graph.http.close().catch(() => undefined);
         logger.info({ event: 'relay.stopped', unfinishedAttempts: unfinished }, 'relay stopped');
       })();
       return stopping;

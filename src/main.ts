@@ -132,6 +132,8 @@ async function main(argv: string[]): Promise<number> {
 
     let relay: RunningRelay;
     let cleanup: () => Promise<void> = async () => undefined;
+    let reloadFrom: string | null = null;
+    let overrides = (c: Awaited<ReturnType<typeof loadConfigFile>>) => c;
     if (command === 'demo' || !configFile) {
       const dir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
       const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525', adminListen(values['admin-listen']) ?? '127.0.0.1:9925');
@@ -159,13 +161,17 @@ async function main(argv: string[]): Promise<number> {
         return EXIT.ok;
       }
       const adminOverride = adminListen(values['admin-listen']);
-      const effective = {
-        ...config,
-        ...(values.listen ? { smtp: { ...config.smtp, listen: [values.listen] } } : {}),
+      // Command-line overrides apply to every (re)load of the file.
+      const withOverrides = (loaded: typeof config): typeof config => ({
+        ...loaded,
+        ...(values.listen ? { smtp: { ...loaded.smtp, listen: [values.listen] } } : {}),
         ...(adminOverride !== undefined ? { admin: { listen: adminOverride } } : {}),
-      };
+      });
+      const effective = withOverrides(config);
+      overrides = withOverrides;
       const logger = createLogger(process.env.LOG_LEVEL ?? config.log.level);
       relay = await startRelay({ config: effective, logger });
+      reloadFrom = configFile;
     }
 
     return await new Promise<number>((resolve) => {
@@ -184,6 +190,18 @@ async function main(argv: string[]): Promise<number> {
       };
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
+      // Windows service wrappers and consoles send SIGBREAK (Ctrl+Break) rather than SIGTERM.
+      if (process.platform === 'win32') process.on('SIGBREAK', onSignal);
+      if (reloadFrom) {
+        const file = reloadFrom;
+        process.on('SIGHUP', () => {
+          loadConfigFile(file)
+            .then((next) => relay.reload(overrides(next)))
+            .catch((err: unknown) => {
+              process.stderr.write(`reload refused, the running configuration stays in force:\n${(err as Error).message}\n`);
+            });
+        });
+      }
     });
   } catch (err) {
     if (err instanceof ConfigError) {

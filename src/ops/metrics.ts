@@ -8,7 +8,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export interface QueueSnapshot {
   depth: number;
   oldestAgeSeconds: number;
-  failed: number;
   held: number;
   inFlightByMailbox: Map<string, number>;
 }
@@ -24,7 +23,7 @@ export class RelayMetrics {
   readonly graphLatency: Histogram<'status'>;
   readonly tokenAcquisitions: Counter<'result'>;
 
-  constructor(snapshot: () => QueueSnapshot) {
+  constructor(snapshot: () => QueueSnapshot, failedCount: () => Promise<number>) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'relay_process_' });
     this.received = new Counter({ name: 'relay_messages_received_total', help: 'SMTP messages accepted into the spool (result="queued") or refused after DATA', labelNames: ['result'], registers });
@@ -53,7 +52,14 @@ export class RelayMetrics {
       },
     });
     new Gauge({ name: 'relay_queue_oldest_age_seconds', help: 'Age of the oldest queued message', registers, collect() { this.set(read().oldestAgeSeconds); } });
-    new Gauge({ name: 'relay_queue_failed', help: 'Messages in failed/', registers, collect() { this.set(read().failed); } });
+    new Gauge({
+      name: 'relay_queue_failed',
+      help: 'Messages in failed/',
+      registers,
+      async collect() {
+        this.set(await failedCount());
+      },
+    });
     new Gauge({ name: 'relay_queue_held', help: 'Messages on hold', registers, collect() { this.set(read().held); } });
     new Gauge({
       name: 'relay_graph_in_flight',

@@ -39,6 +39,8 @@ export interface SmtpDeps {
 
 export interface RunningSmtp {
   addresses: Array<{ host: string; port: number }>;
+  /** Applies new limits and the default mailbox to new sessions and transactions (listen addresses need a restart). */
+  update(settings: Omit<SmtpSettings, 'listen'>): void;
   /** Stops accepting; sessions in progress get 421 at their next command. */
   close(): Promise<void>;
 }
@@ -48,9 +50,10 @@ function mailFromAddress(session: SMTPServerSession): string {
   return from ? from.address : '';
 }
 
-export async function startSmtp(settings: SmtpSettings, deps: SmtpDeps): Promise<RunningSmtp> {
+export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<RunningSmtp> {
   applySmtpServerAdjustments();
-  const hostname = settings.hostname ?? os.hostname();
+  let settings = initial;
+  let hostname = settings.hostname ?? os.hostname();
   const { logger } = deps;
   let closing = false;
 
@@ -176,6 +179,12 @@ export async function startSmtp(settings: SmtpSettings, deps: SmtpDeps): Promise
 
   return {
     addresses,
+    update(next) {
+      settings = { ...next, listen: settings.listen };
+      hostname = settings.hostname ?? os.hostname();
+      // smtp-server reads these per connection / per command.
+      Object.assign(server.options, { name: hostname, size: settings.maxMessageSize, maxClients: settings.maxConnections, socketTimeout: settings.socketTimeoutMs });
+    },
     close: async () => {
       closing = true;
       await Promise.all(

@@ -219,6 +219,10 @@ export class FsSpool implements Spool {
     return entries;
   }
 
+  async count(where: 'queue' | 'failed'): Promise<number> {
+    return (await this.fs.readdir(this.dir(where))).filter((n) => n.endsWith('.json')).length;
+  }
+
   async update(entry: SpoolEntry): Promise<void> {
     // State changes need not wait for a directory fsync: losing one after a crash only repeats an attempt.
     await this.writeRecord('queue', entry, { syncDir: false });

@@ -34,6 +34,8 @@ export interface Spool {
   openMessage(id: string): Readable;
   get(id: string, where?: 'queue' | 'failed'): Promise<SpoolEntry | null>;
   list(where: 'queue' | 'failed'): Promise<SpoolEntry[]>;
+  /** How many records an area holds (cheap: no record is read). */
+  count(where: 'queue' | 'failed'): Promise<number>;
   update(entry: SpoolEntry): Promise<void>;
   /** Delivered: removes the message from the queue. */
   remove(id: string): Promise<void>;

@@ -235,3 +235,35 @@ describe('graceful stop', () => {
     }
   });
 });
+
+describe('configuration reload', () => {
+  it('SIGHUP applies safe changes, names those that need a restart, and refuses a broken file', async () => {
+    emulator.mail.addMailbox({ upn: 'second@contoso.example', displayName: 'Second' });
+    const configFile = path.join(dir, 'reload.yaml');
+    const caFile = path.join(dir, 'ca-reload.pem');
+    await writeFile(caFile, emulator.caPem);
+    const base = { ...relayConfigInput(emulator, path.join(dir, 'reload-spool'), { graph: { caFile } }), log: { level: 'info' } };
+    await writeConfig(configFile, base);
+    const relay = await spawnRelay(['serve', '--config', configFile]);
+    try {
+      const changed = { ...base, smtp: { ...(base.smtp as object), listen: '127.0.0.1:1', maxRecipients: 10 }, graph: { ...(base.graph as object), mailbox: 'second@contoso.example' }, log: { level: 'debug' } };
+      await writeConfig(configFile, changed);
+      relay.child.kill('SIGHUP');
+      await until(() => relay.output().includes('"event":"config.reloaded"'));
+      const line = JSON.parse(relay.output().split('\n').find((l) => l.includes('"event":"config.reloaded"')) as string) as { applied: string[]; needsRestart: string[] };
+      expect(line.needsRestart).toEqual(['smtp.listen']);
+      expect(line.applied.sort()).toEqual(['graph.mailbox', 'log.level', 'smtp.maxRecipients']);
+      await sendOne(relay.port, 'reload-1');
+      expect((await waitForDelivery(emulator, 'reload-1')).mailbox).toBe('second@contoso.example');
+
+      await writeFile(configFile, 'smtp: [not, a, map]\n');
+      relay.child.kill('SIGHUP');
+      await until(() => relay.output().includes('reload refused'));
+      await sendOne(relay.port, 'reload-2');
+      expect((await waitForDelivery(emulator, 'reload-2')).mailbox).toBe('second@contoso.example');
+    } finally {
+      relay.child.kill('SIGTERM');
+      await relay.exited;
+    }
+  });
+});
