@@ -23,6 +23,9 @@ RUN mkdir -p /var/spool/smtp-graph-relay && chown node:node /var/spool/smtp-grap
 USER node
 VOLUME ["/var/spool/smtp-graph-relay"]
 EXPOSE 2525
+# /healthz on the admin listener (admin.listen, 127.0.0.1:9925 inside the container by default).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9925/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # The relay drains for up to 10 s on SIGTERM; give it time with `docker stop -t 30`.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/main.js"]

@@ -1,0 +1,63 @@
+/**
+ * The deployment files, checked the way the build machines can (no Docker engine here):
+ * systemd-analyze verify for the unit (CI installs systemd), a Dockerfile linter, and the
+ * security properties both must have.
+ */
+import { execFile, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { validate } from 'dockerfile-utils';
+import { describe, expect, it } from 'vitest';
+
+const root = path.resolve(__dirname, '../..');
+const run = promisify(execFile);
+const hasSystemdAnalyze = spawnSync('sh', ['-c', 'command -v systemd-analyze']).status === 0;
+
+describe('systemd unit', () => {
+  const unit = readFileSync(path.join(root, 'systemd/smtp-graph-relay.service'), 'utf8');
+  const setting = (key: string) => [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]);
+
+  it.skipIf(!hasSystemdAnalyze)('passes systemd-analyze verify without warnings', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sgr-unit-'));
+    copyFileSync(path.join(root, 'systemd/smtp-graph-relay.service'), path.join(dir, 'smtp-graph-relay.service'));
+    const { stderr } = await run('systemd-analyze', ['verify', path.join(dir, 'smtp-graph-relay.service')]);
+    expect(stderr).not.toMatch(/Unknown key|Unknown section|bad unit file|Failed to/i);
+  });
+
+  it('runs hardened as a dedicated user with its spool in StateDirectory', () => {
+    expect(setting('DynamicUser')).toEqual(['yes']);
+    expect(setting('StateDirectory')).toEqual(['smtp-graph-relay']);
+    expect(setting('ConfigurationDirectory')).toEqual(['smtp-graph-relay']);
+    for (const [key, value] of [['NoNewPrivileges', 'yes'], ['ProtectSystem', 'strict'], ['ProtectHome', 'yes'], ['PrivateTmp', 'yes'], ['Restart', 'on-failure']]) {
+      expect(setting(key as string)).toEqual([value]);
+    }
+    expect(setting('RestrictAddressFamilies')[0]).toContain('AF_INET');
+    expect(setting('SystemCallFilter').length).toBeGreaterThan(0);
+    expect(setting('CapabilityBoundingSet')).toEqual(['']);
+    expect(setting('EnvironmentFile')[0]).toContain('secrets.env');
+    // The relay drains for 10 s on SIGTERM; systemd must wait longer before SIGKILL.
+    expect(Number.parseInt(setting('TimeoutStopSec')[0] ?? '0', 10)).toBeGreaterThan(10);
+    expect(setting('RestartPreventExitStatus')).toEqual(['78']);
+  });
+});
+
+describe('Dockerfile', () => {
+  const text = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+
+  it('has no linter findings', () => {
+    const problems = validate(text).map((d) => `${d.range.start.line + 1}: ${d.message}`);
+    expect(problems).toEqual([]);
+  });
+
+  it('is multi-stage, runs as non-root with tini, keeps the spool in a volume and has a health check', () => {
+    expect(text.match(/^FROM /gm)).toHaveLength(2);
+    expect(text).toMatch(/npm prune --omit=dev/);
+    expect(text).toMatch(/^USER node$/m);
+    expect(text).toMatch(/^VOLUME \["\/var\/spool\/smtp-graph-relay"\]$/m);
+    expect(text).toMatch(/^HEALTHCHECK .*\n\s+CMD \[.*\/healthz/m);
+    expect(text).toMatch(/^ENTRYPOINT \["\/usr\/bin\/tini", "--", "node", "\/app\/dist\/main\.js"\]$/m);
+    expect(text).toMatch(/^CMD \["serve"\]$/m);
+  });
+});
