@@ -7,12 +7,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRelay, type RunningRelay } from './app.js';
-import { runCheck } from './ops/check.js';
-import { runLogin } from './ops/login.js';
-import { runQueueCli } from './ops/queue-cli.js';
 import { ConfigError, loadConfigFile, redactConfig } from './config/load.js';
 import { createLogger } from './log.js';
-import { startDemo } from './demo.js';
 import { stringify } from 'yaml';
 
 export const EXIT = { ok: 0, failure: 1, usage: 64, config: 78 } as const;
@@ -103,6 +99,7 @@ async function main(argv: string[]): Promise<number> {
         return EXIT.usage;
       }
       const config = await loadConfigFile(configFile);
+      const { runCheck } = await import('./ops/check.js');
       return await runCheck(config, { sendTo: values['send-to'], from: values.from, out: process.stdout });
     }
     if (command === 'queue') {
@@ -111,6 +108,7 @@ async function main(argv: string[]): Promise<number> {
         return EXIT.usage;
       }
       const state = values.failed ? 'failed' : values.deferred ? 'deferred' : values.held ? 'held' : undefined;
+      const { runQueueCli } = await import('./ops/queue-cli.js');
       return await runQueueCli(
         await loadConfigFile(configFile),
         { action: positionals[1], id: positionals[2], all: values.all === true, state, olderThan: values['older-than'], json: values.json === true },
@@ -123,6 +121,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('login needs --config FILE (or RELAY_CONFIG)\n');
         return EXIT.usage;
       }
+      const { runLogin } = await import('./ops/login.js');
       return await runLogin(await loadConfigFile(configFile), process.stdout);
     }
     if (command !== 'serve' && command !== 'demo') {
@@ -136,6 +135,8 @@ async function main(argv: string[]): Promise<number> {
     let overrides = (c: Awaited<ReturnType<typeof loadConfigFile>>) => c;
     if (command === 'demo' || !configFile) {
       const dir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
+      // Loaded only here: the emulator and its certificate tooling cost memory a real relay does not need.
+      const { startDemo } = await import('./demo.js');
       const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525', adminListen(values['admin-listen']) ?? '127.0.0.1:9925');
       if (values['print-config']) {
         process.stdout.write(stringify(redactConfig(demo.config)));

@@ -179,21 +179,34 @@ export class Scheduler {
 
   private dispatch(state: MailboxState, entry: SpoolEntry): void {
     state.inFlight += 1;
+    let slotFreed = false;
+    const freeSlot = () => {
+      if (!slotFreed) {
+        slotFreed = true;
+        state.inFlight -= 1;
+      }
+      this.pump();
+    };
     const run = this.deps
       .attempt(entry)
       .catch((err: unknown): AttemptResult => ({
         decision: { action: 'retry', kind: 'transient', reason: `internal error during attempt: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false },
       }))
-      .then((result) => this.settle(state, entry, result))
+      .then((result) => {
+        // settle() records a Retry-After pause synchronously, before its first await; the Graph
+        // request is over, so the mailbox slot is free while the spool is being updated.
+        const settling = this.settle(state, entry, result);
+        freeSlot();
+        return settling;
+      })
       .catch((err: unknown) => {
         // The spool could not record the outcome; the message is still on disk and is retried.
         this.deps.logger.error({ event: 'spool.update_failed', queueId: entry.id, err: (err as Error).message }, 'could not record the delivery outcome');
         this.requeue({ ...entry, nextAttemptAt: this.deps.clock.now() + this.options.backoff.minMs });
       })
       .finally(() => {
-        state.inFlight -= 1;
         this.inFlight.delete(entry.id);
-        this.pump();
+        freeSlot();
       });
     this.inFlight.set(entry.id, run);
   }

@@ -93,7 +93,13 @@ async function certificateCredential(certificateFile: string, privateKeyFile: st
   return { thumbprintSha256: cert.fingerprint256.replace(/:/g, ''), privateKey, x5c: certPem };
 }
 
+/** MSAL's own renewal margin (DEFAULT_TOKEN_RENEWAL_OFFSET_SEC = 300, graph-api-facts §5.3). */
+const RENEWAL_MARGIN_MS = 300_000;
+
 class AppOnlyTokenProvider implements TokenProvider {
+  /** The last token and when MSAL would start renewing it: skips MSAL's cache walk on every attempt. */
+  private cached: { token: string; renewAt: number } | null = null;
+
   constructor(
     private readonly app: ConfidentialClientApplication,
     private readonly scope: string,
@@ -101,9 +107,11 @@ class AppOnlyTokenProvider implements TokenProvider {
   ) {}
 
   async getToken(options?: { forceRefresh?: boolean }): Promise<string> {
+    if (!options?.forceRefresh && this.cached && Date.now() < this.cached.renewAt) return this.cached.token;
     try {
       const result = await this.app.acquireTokenByClientCredential({ scopes: [this.scope], skipCache: options?.forceRefresh === true });
       if (!result?.accessToken) throw new TokenError('the token endpoint returned no access token', 'no_token', true);
+      this.cached = result.expiresOn ? { token: result.accessToken, renewAt: result.expiresOn.getTime() - RENEWAL_MARGIN_MS } : null;
       return result.accessToken;
     } catch (err) {
       throw toTokenError(err);

@@ -242,7 +242,7 @@ describe('configuration reload', () => {
     const configFile = path.join(dir, 'reload.yaml');
     const caFile = path.join(dir, 'ca-reload.pem');
     await writeFile(caFile, emulator.caPem);
-    const base = { ...relayConfigInput(emulator, path.join(dir, 'reload-spool'), { graph: { caFile } }), log: { level: 'info' } };
+    const base: Record<string, unknown> = { ...relayConfigInput(emulator, path.join(dir, 'reload-spool'), { graph: { caFile } }), log: { level: 'info' } };
     await writeConfig(configFile, base);
     const relay = await spawnRelay(['serve', '--config', configFile]);
     try {
