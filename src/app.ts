@@ -72,6 +72,15 @@ function smtpSettings(config: RelayConfig) {
     maxConnections: config.smtp.maxConnections,
     socketTimeoutMs: config.smtp.socketTimeout,
     ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
+    ...(config.smtp.allowedClients ? { allowedClients: config.smtp.allowedClients } : {}),
+    ...(config.smtp.tls ? { tls: config.smtp.tls } : {}),
+    auth: {
+      required: config.smtp.auth.required,
+      allowInsecure: config.smtp.auth.allowInsecure,
+      users: config.smtp.auth.users,
+      maxFailures: config.smtp.auth.maxFailures,
+      failureWindowMs: config.smtp.auth.failureWindow,
+    },
   };
 }
 
@@ -93,7 +102,7 @@ export function changedPaths(a: unknown, b: unknown, prefix = ''): string[] {
 }
 
 /** Settings that are bound at start (sockets, the spool directory): a reload reports them instead. */
-const RESTART_ONLY = [/^smtp\.listen/, /^spool\./, /^admin\./];
+const RESTART_ONLY = [/^smtp\.listen/, /^smtp\.tls\.implicitListen/, /^spool\./, /^admin\./];
 
 export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   const { config, logger } = options;
@@ -238,6 +247,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       if (applied.some((p) => p.startsWith('delivery.'))) scheduler.updateOptions(schedulerOptions(next));
       if (applied.some((p) => p.startsWith('smtp.') || p === 'graph.mailbox')) smtp.update(smtpSettings(next));
       if (applied.includes('log.level')) logger.level = next.log.level;
+      // SIGHUP also means "the certificate was renewed", whether or not the config changed.
+      await smtp.reloadCertificates();
       current = { ...next, smtp: { ...next.smtp, listen: current.smtp.listen }, spool: current.spool, admin: current.admin };
       logger.info({ event: 'config.reloaded', applied, needsRestart }, needsRestart.length > 0 ? 'configuration reloaded; some changes need a restart' : 'configuration reloaded');
       return { applied, needsRestart };

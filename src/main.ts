@@ -27,6 +27,8 @@ Usage:
   smtp-graph-relay queue list [--failed|--deferred|--held] | show ID | retry ID|--all | hold ID |
                          release ID | delete ID | purge --failed --older-than 7d   [--json]
       Inspect and manage the queue (through the running relay, or the spool when it is stopped).
+  smtp-graph-relay hash-password < password.txt
+      Print a scrypt hash for smtp.auth.users[].passwordHash (the password is read from stdin).
   smtp-graph-relay login --config FILE
       Device-code sign-in for graph.auth.method: deviceCode; stores the token cache.
 
@@ -90,6 +92,19 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   const command = positionals[0] ?? 'serve';
+  if (command === 'hash-password') {
+    // The password comes on standard input (never an argument: it would show in `ps` and shell history).
+    const { hashPassword } = await import('./smtp/local-auth.js');
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    if (password.length === 0) {
+      process.stderr.write('hash-password reads the password from standard input, e.g.: printf %s "$PASSWORD" | smtp-graph-relay hash-password\n');
+      return EXIT.usage;
+    }
+    process.stdout.write(`${await hashPassword(password)}\n`);
+    return EXIT.ok;
+  }
   const configFile = values.config ?? process.env.RELAY_CONFIG;
 
   try {

@@ -3,6 +3,7 @@
  * export) editor completion all come from this file. Objects are strict: unknown keys are errors.
  */
 import { z } from 'zod';
+import { isLoopbackHost, parseCidr } from '../smtp/address-policy.js';
 import { parseDurationMs, parseHostPort, parseSizeBytes } from './units.js';
 
 const duration = z
@@ -44,6 +45,10 @@ const httpsUrl = z.string().refine(
 );
 
 const secret = z.string().min(1);
+
+const cidr = z.string().refine((v) => parseCidr(v) !== null, { message: 'expected an address or CIDR block, e.g. "10.0.0.0/8", "127.0.0.1/32" or "::1/128"' });
+
+const senderPattern = z.string().regex(/^[^\s@]*@?[^\s@]+$/, 'expected an address or a pattern like "*@contoso.example"');
 
 export const authSchema = z.discriminatedUnion('method', [
   z.strictObject({ method: z.literal('clientSecret'), clientSecret: secret }),
@@ -112,8 +117,57 @@ export const configSchema = z.strictObject({
       maxConnections: z.int().min(1).prefault(200),
       // RFC 5321 §4.5.3.2 asks servers to wait at least 5 minutes for commands; 60 s keeps idle devices from pinning sockets.
       socketTimeout: duration.prefault('60s'),
+      /** Checked at connect: anyone else gets 554 5.7.1 and the connection is closed. */
+      allowedClients: z.array(cidr).min(1).optional(),
+      tls: z
+        .strictObject({
+          certFile: z.string().min(1),
+          keyFile: z.string().min(1),
+          /** SMTPS listeners (TLS from the first byte, usually port 465). */
+          implicitListen: z.array(listenAddress).prefault([]),
+          // TLSv1 / TLSv1.1 only by explicit opt-in: some old printers need them.
+          minVersion: z.enum(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']).prefault('TLSv1.2'),
+        })
+        .optional(),
+      auth: z
+        .strictObject({
+          /** true: no MAIL FROM without a successful AUTH. */
+          required: z.boolean().prefault(false),
+          /** AUTH over cleartext on a non-loopback listener (never recommended). */
+          allowInsecure: z.boolean().prefault(false),
+          users: z
+            .array(
+              z.strictObject({
+                username: z.string().min(1),
+                passwordHash: z.string().regex(/^\$scrypt\$/, 'expected a hash from `smtp-graph-relay hash-password`'),
+                allowedSenders: z.array(senderPattern).min(1).optional(),
+              }),
+            )
+            .prefault([]),
+          // Failed logins allowed per client address within the window before 454 (temporary) answers.
+          maxFailures: z.int().min(1).prefault(5),
+          failureWindow: duration.prefault('15m'),
+        })
+        .prefault({}),
     })
-    .prefault({}),
+    .prefault({})
+    .superRefine((smtp, ctx) => {
+      const exposed = [...smtp.listen, ...(smtp.tls?.implicitListen ?? [])].filter((l) => !isLoopbackHost(parseHostPort(l)?.host ?? ''));
+      // No open relay by default: a relay reachable from the network must restrict who may use it.
+      if (exposed.length > 0 && !smtp.allowedClients && !smtp.auth.required) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['listen'],
+          message: `listening on ${exposed.join(', ')} (not loopback) without smtp.allowedClients or smtp.auth.required would make this an open relay: anyone who can reach the port could send mail as your organisation. Fix: set smtp.allowedClients to the senders' networks (e.g. ["10.0.0.0/8"]) and/or smtp.auth.required: true with smtp.auth.users`,
+        });
+      }
+      if (smtp.auth.required && smtp.auth.users.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['auth', 'users'], message: 'auth.required is true but no users are defined: nobody could send. Add users with passwordHash from `smtp-graph-relay hash-password`' });
+      }
+      if (smtp.auth.users.length > 0 && !smtp.tls && !smtp.auth.allowInsecure && exposed.length > 0) {
+        ctx.addIssue({ code: 'custom', path: ['tls'], message: 'AUTH users on a non-loopback listener need smtp.tls (certFile, keyFile) so passwords are not sent in cleartext; or set auth.allowInsecure: true knowingly' });
+      }
+    }),
   graph: z
     .strictObject({
     tenantId: z.string().min(1),
@@ -173,3 +227,4 @@ export type AuthConfig = RelayConfig['graph']['auth'];
 
 /** Keys whose values are secrets: redacted in --print-config and never logged. */
 export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'password', 'privateKeyPassphrase', 'passwordHash', 'tokenCacheKey']);
+export type SmtpAuthUser = RelayConfig['smtp']['auth']['users'][number];

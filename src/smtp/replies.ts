@@ -23,4 +23,11 @@ export const replies = {
   noSendingMailbox: () => new SmtpReply(550, '5.7.1', 'Relay has no sending mailbox configured for this sender'),
   shuttingDown: () => new SmtpReply(421, '4.3.2', 'Service shutting down, please try again later'),
   badRecipient: (address: string) => new SmtpReply(501, '5.1.3', `Bad recipient address syntax: ${address.slice(0, 100)}`),
+  clientNotAllowed: () => new SmtpReply(554, '5.7.1', 'Your address is not allowed to use this relay'),
+  authRequired: () => new SmtpReply(530, '5.7.0', 'Authentication required'),
+  badCredentials: () => new SmtpReply(535, '5.7.8', 'Authentication credentials invalid'),
+  // Temporary on purpose: a correct password must never be answered with a permanent failure.
+  tooManyFailedLogins: () => new SmtpReply(454, '4.7.0', 'Too many failed logins from your address, try again later'),
+  authMechanism: () => new SmtpReply(504, '5.5.4', 'Unrecognized authentication type'),
+  senderNotAllowed: (address: string) => new SmtpReply(550, '5.7.1', `Sender <${address.slice(0, 100)}> is not allowed for this user`),
 } as const;

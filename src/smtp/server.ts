@@ -1,21 +1,42 @@
 /**
- * smtp-server wiring: ESMTP with PIPELINING, 8BITMIME, SMTPUTF8 and SIZE; policy at RCPT; DATA
- * streamed to the spool by intake.ts. Callbacks are adapted here once: each is called exactly once,
- * and the DATA stream is always drained.
+ * smtp-server wiring: ESMTP with PIPELINING, 8BITMIME, SMTPUTF8 and SIZE, STARTTLS and implicit
+ * TLS, AUTH PLAIN/LOGIN against local users; policy at connect (allowlist), MAIL (auth, allowed
+ * senders) and RCPT (limits); DATA streamed to the spool by intake.ts. One SMTPServer per listen
+ * address, so "is this listener loopback" (cleartext AUTH) is a per-listener fact. Callbacks are
+ * adapted here once: each is called exactly once and the DATA stream is always drained.
  */
-import net from 'node:net';
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
-import { SMTPServer, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { parseHostPort } from '../config/units.js';
+import type { SmtpAuthUser } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { newQueueId } from '../spool/queue-id.js';
 import type { SpoolEntry } from '../spool/entry.js';
+import { newQueueId } from '../spool/queue-id.js';
 import type { Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
-import { parseHostPort } from '../config/units.js';
+import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from './address-policy.js';
 import { receiveMessage } from './intake.js';
-import { chooseMailbox, isTrustedClient } from './policy.js';
+import { FailedLoginLimiter, verifyPassword } from './local-auth.js';
+import { chooseMailbox } from './policy.js';
 import { replies, SmtpReply } from './replies.js';
 import { applySmtpServerAdjustments } from './smtp-server-adapter.js';
+
+export interface SmtpTlsSettings {
+  certFile: string;
+  keyFile: string;
+  implicitListen: readonly string[];
+  minVersion: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
+}
+
+export interface SmtpAuthSettings {
+  required: boolean;
+  allowInsecure: boolean;
+  users: readonly SmtpAuthUser[];
+  maxFailures: number;
+  failureWindowMs: number;
+}
 
 export interface SmtpSettings {
   listen: readonly string[];
@@ -25,6 +46,9 @@ export interface SmtpSettings {
   maxConnections: number;
   socketTimeoutMs: number;
   defaultMailbox?: string;
+  allowedClients?: readonly string[];
+  tls?: SmtpTlsSettings;
+  auth?: SmtpAuthSettings;
 }
 
 export interface SmtpDeps {
@@ -38,11 +62,18 @@ export interface SmtpDeps {
 }
 
 export interface RunningSmtp {
-  addresses: Array<{ host: string; port: number }>;
-  /** Applies new limits and the default mailbox to new sessions and transactions (listen addresses need a restart). */
+  addresses: Array<{ host: string; port: number; implicitTls: boolean }>;
+  /** Applies new limits, policy and the default mailbox to new sessions (listen addresses need a restart). */
   update(settings: Omit<SmtpSettings, 'listen'>): void;
+  /** Re-reads the TLS certificate and key; sessions in progress keep theirs. */
+  reloadCertificates(): Promise<boolean>;
   /** Stops accepting; sessions in progress get 421 at their next command. */
   close(): Promise<void>;
+}
+
+interface AuthenticatedUser {
+  username: string;
+  allowedSenders?: readonly string[];
 }
 
 function mailFromAddress(session: SMTPServerSession): string {
@@ -50,48 +81,69 @@ function mailFromAddress(session: SMTPServerSession): string {
   return from ? from.address : '';
 }
 
+async function readTls(tls: SmtpTlsSettings): Promise<{ key: Buffer; cert: Buffer }> {
+  const [key, cert] = await Promise.all([readFile(tls.keyFile), readFile(tls.certFile)]);
+  return { key, cert };
+}
+
 export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<RunningSmtp> {
   applySmtpServerAdjustments();
   let settings = initial;
   let hostname = settings.hostname ?? os.hostname();
+  let allowlist = settings.allowedClients ? new ClientAllowlist(settings.allowedClients) : null;
+  let limiter = new FailedLoginLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now);
   const { logger } = deps;
   let closing = false;
+  let tlsMaterial = settings.tls ? await readTls(settings.tls) : null;
 
-  const server = new SMTPServer({
-    name: hostname,
-    banner: 'smtp-graph-relay',
-    size: settings.maxMessageSize,
-    rejectOversized: true,
-    hideENHANCEDSTATUSCODES: false,
-    hideSTARTTLS: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    authOptional: true,
-    disableReverseLookup: true,
-    maxClients: settings.maxConnections,
-    socketTimeout: settings.socketTimeoutMs,
-    logger: false,
-    // Consulted by smtp-server-adapter.ts before the greeting.
-    ...({ skipGreetingDelay: isTrustedClient } as object),
+  const refuse = (session: SMTPServerSession, reply: SmtpReply, reason: string) => {
+    logger.warn({ event: 'smtp.refused', client: session.remoteAddress, code: reply.responseCode, reason }, 'refused');
+    deps.onRefused?.(reply.responseCode);
+    return reply;
+  };
+  // Allowlisted (or loopback) clients skip smtp-server's 100 ms early-talker delay.
+  const isTrusted = (address: string) => isLoopback(address) || (allowlist?.allows(address) ?? false);
+
+  const hooks: Partial<SMTPServerOptions> = {
     onConnect(session, callback) {
       if (closing) return callback(replies.shuttingDown());
+      // The allowlist is checked at connect, before any command (not after DATA).
+      if (allowlist && !allowlist.allows(session.remoteAddress)) return callback(refuse(session, replies.clientNotAllowed(), 'client address not in smtp.allowedClients'));
       callback();
     },
-    onMailFrom(_address, _session, callback) {
+    onAuth(auth, session, callback) {
+      const address = session.remoteAddress;
+      if (limiter.isBlocked(address)) return callback(refuse(session, replies.tooManyFailedLogins(), 'too many failed logins'));
+      const user = settings.auth?.users.find((u) => u.username === auth.username);
+      // Verify against a dummy hash for unknown users too, so timing does not reveal which names exist.
+      const hash = user?.passwordHash ?? '$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
+      if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return callback(refuse(session, replies.authMechanism(), `unsupported AUTH ${auth.method}`));
+      verifyPassword(auth.password ?? '', hash).then(
+        (ok) => {
+          if (ok && user) {
+            logger.info({ event: 'smtp.authenticated', client: address, user: user.username }, 'authenticated');
+            const authenticated: AuthenticatedUser = { username: user.username, ...(user.allowedSenders ? { allowedSenders: user.allowedSenders } : {}) };
+            return callback(null, { user: authenticated });
+          }
+          limiter.recordFailure(address);
+          callback(refuse(session, replies.badCredentials(), `failed login for "${String(auth.username).slice(0, 64)}"`));
+        },
+        () => callback(refuse(session, replies.badCredentials(), 'password verification error')),
+      );
+    },
+    onMailFrom(address, session, callback) {
       if (closing) return callback(replies.shuttingDown());
+      const user = session.user as AuthenticatedUser | undefined;
+      if (settings.auth?.required && !user) return callback(refuse(session, replies.authRequired(), 'MAIL without AUTH'));
+      if (user?.allowedSenders && !user.allowedSenders.some((p) => senderMatches(p, address.address))) {
+        return callback(refuse(session, replies.senderNotAllowed(address.address), `user ${user.username} may not send as <${address.address}>`));
+      }
       callback();
     },
     onRcptTo(address, session, callback) {
-      if (session.envelope.rcptTo.length >= settings.maxRecipients) {
-        logger.info({ event: 'smtp.refused', client: session.remoteAddress, reason: 'too many recipients' }, 'recipient refused');
-        deps.onRefused?.(452);
-        return callback(replies.tooManyRecipients(settings.maxRecipients));
-      }
-      if (!address.address.includes('@')) return callback(replies.badRecipient(address.address));
-      if (chooseMailbox(settings.defaultMailbox) === null) {
-        logger.warn({ event: 'smtp.refused', client: session.remoteAddress, reason: 'no sending mailbox' }, 'recipient refused');
-        deps.onRefused?.(550);
-        return callback(replies.noSendingMailbox());
-      }
+      if (session.envelope.rcptTo.length >= settings.maxRecipients) return callback(refuse(session, replies.tooManyRecipients(settings.maxRecipients), 'too many recipients'));
+      if (!address.address.includes('@')) return callback(refuse(session, replies.badRecipient(address.address), 'recipient without domain'));
+      if (chooseMailbox(settings.defaultMailbox) === null) return callback(refuse(session, replies.noSendingMailbox(), 'no sending mailbox'));
       callback();
     },
     onData(stream, session, callback) {
@@ -99,6 +151,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
       const queueId = newQueueId(now);
       const rcptTo = session.envelope.rcptTo.map((r) => r.address);
       const mailbox = chooseMailbox(settings.defaultMailbox) as string;
+      const user = session.user as AuthenticatedUser | undefined;
       receiveMessage(
         stream,
         {
@@ -107,6 +160,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
           rcptTo,
           mailbox,
           maxMessageSize: settings.maxMessageSize,
+          ...(user ? { authUser: user.username } : {}),
           trace: {
             queueId,
             hostname,
@@ -125,6 +179,8 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
               queueId,
               client: session.remoteAddress,
               helo: session.hostNameAppearsAs,
+              user: user?.username,
+              tls: session.secure,
               from: result.entry.envelope.mailFrom,
               recipients: rcptTo.length,
               bcc: result.bcc.length,
@@ -148,50 +204,99 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
         },
       );
     },
-  });
+  };
 
-  server.on('error', (err) => logger.error({ event: 'smtp.error', err: err.message }, 'SMTP server error'));
-
-  const addresses: Array<{ host: string; port: number }> = [];
-  const listeners: net.Server[] = [];
-  for (const spec of settings.listen) {
-    const { host, port } = parseHostPort(spec) as { host: string; port: number };
+  const servers: SMTPServer[] = [];
+  const addresses: RunningSmtp['addresses'] = [];
+  const specs = [...settings.listen.map((l) => ({ listen: l, implicitTls: false })), ...(settings.tls?.implicitListen ?? []).map((l) => ({ listen: l, implicitTls: true }))];
+  for (const spec of specs) {
+    const { host, port } = parseHostPort(spec.listen) as { host: string; port: number };
+    const authUsers = (settings.auth?.users.length ?? 0) > 0;
+    const server = new SMTPServer({
+      ...hooks,
+      name: hostname,
+      banner: 'smtp-graph-relay',
+      size: settings.maxMessageSize,
+      rejectOversized: true,
+      hideENHANCEDSTATUSCODES: false,
+      secure: spec.implicitTls,
+      ...(tlsMaterial ? { key: tlsMaterial.key, cert: tlsMaterial.cert, minVersion: settings.tls?.minVersion } : {}),
+      hideSTARTTLS: !tlsMaterial || spec.implicitTls,
+      disabledCommands: [...(authUsers ? [] : ['AUTH']), ...(tlsMaterial && !spec.implicitTls ? [] : ['STARTTLS'])],
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: !settings.auth?.required,
+      // AUTH in cleartext only on a loopback listener, or when explicitly allowed.
+      allowInsecureAuth: isLoopbackHost(host) || settings.auth?.allowInsecure === true,
+      disableReverseLookup: true,
+      maxClients: settings.maxConnections,
+      socketTimeout: settings.socketTimeoutMs,
+      logger: false,
+      // Consulted by smtp-server-adapter.ts before the greeting.
+      ...({ skipGreetingDelay: isTrusted } as object),
+    } as SMTPServerOptions);
+    server.on('error', (err) => logger.error({ event: 'smtp.error', listen: spec.listen, err: err.message }, 'SMTP server error'));
     await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      server.server.once('error', onError);
-      // One SMTPServer, several listening sockets: each accepted socket is handed to smtp-server.
-      if (listeners.length === 0) {
-        server.listen(port, host, () => {
-          server.server.off('error', onError);
-          resolve();
-        });
-        listeners.push(server.server);
-      } else {
-        const extra = net.createServer((socket) => server.connect(socket));
-        extra.once('error', reject);
-        extra.listen(port, host, () => resolve());
-        listeners.push(extra);
-      }
+      server.server.once('error', reject);
+      server.listen(port, host, () => {
+        server.server.off('error', reject);
+        resolve();
+      });
     });
-    const bound = listeners[listeners.length - 1]?.address();
-    addresses.push({ host, port: typeof bound === 'object' && bound ? bound.port : port });
+    const bound = server.server.address();
+    addresses.push({ host, port: typeof bound === 'object' && bound ? bound.port : port, implicitTls: spec.implicitTls });
+    servers.push(server);
+  }
+
+  const reloadCertificates = async (): Promise<boolean> => {
+    if (!settings.tls) return false;
+    try {
+      tlsMaterial = await readTls(settings.tls);
+      for (const server of servers) server.updateSecureContext({ key: tlsMaterial.key, cert: tlsMaterial.cert });
+      logger.info({ event: 'smtp.certificate_reloaded', certFile: settings.tls.certFile }, 'TLS certificate reloaded');
+      return true;
+    } catch (err) {
+      logger.error({ event: 'smtp.certificate_reload_failed', err: (err as Error).message }, 'TLS certificate reload failed; the previous certificate stays in use');
+      return false;
+    }
+  };
+
+  // Certificates renewed on disk (certbot, an ACME client) are picked up without a signal.
+  const watchers: FSWatcher[] = [];
+  let reloadTimer: NodeJS.Timeout | null = null;
+  if (settings.tls) {
+    for (const file of [settings.tls.certFile, settings.tls.keyFile]) {
+      try {
+        const watcher = watch(file, { persistent: false }, () => {
+          if (reloadTimer) clearTimeout(reloadTimer);
+          // Renewals write key and certificate separately: wait for both.
+          reloadTimer = setTimeout(() => void reloadCertificates(), 500);
+        });
+        watcher.on('error', () => undefined);
+        watchers.push(watcher);
+      } catch {
+        // Not watchable (some network file systems): SIGHUP still reloads.
+      }
+    }
   }
 
   return {
     addresses,
     update(next) {
-      settings = { ...next, listen: settings.listen };
+      settings = { ...next, listen: settings.listen, ...(settings.tls ? { tls: { ...settings.tls, ...(next.tls ?? {}) } } : {}) };
       hostname = settings.hostname ?? os.hostname();
+      allowlist = settings.allowedClients ? new ClientAllowlist(settings.allowedClients) : null;
+      limiter = new FailedLoginLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now);
       // smtp-server reads these per connection / per command.
-      Object.assign(server.options, { name: hostname, size: settings.maxMessageSize, maxClients: settings.maxConnections, socketTimeout: settings.socketTimeoutMs });
+      for (const server of servers) {
+        Object.assign(server.options, { name: hostname, size: settings.maxMessageSize, maxClients: settings.maxConnections, socketTimeout: settings.socketTimeoutMs, authOptional: !settings.auth?.required });
+      }
     },
+    reloadCertificates,
     close: async () => {
       closing = true;
-      await Promise.all(
-        listeners.slice(1).map((l) => new Promise<void>((resolve) => l.close(() => resolve()))),
-      );
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const w of watchers) w.close();
+      if (reloadTimer) clearTimeout(reloadTimer);
+      await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     },
   };
 }
-
