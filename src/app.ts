@@ -73,6 +73,8 @@ function smtpSettings(config: RelayConfig) {
     socketTimeoutMs: config.smtp.socketTimeout,
     ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
     ...(config.smtp.allowedClients ? { allowedClients: config.smtp.allowedClients } : {}),
+    messagesPerMinutePerClient: config.smtp.messagesPerMinutePerClient,
+    maxSessionMs: config.smtp.maxSessionDuration,
     ...(config.smtp.tls ? { tls: config.smtp.tls } : {}),
     auth: {
       required: config.smtp.auth.required,

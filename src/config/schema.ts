@@ -117,6 +117,10 @@ export const configSchema = z.strictObject({
       maxConnections: z.int().min(1).prefault(200),
       // RFC 5321 §4.5.3.2 asks servers to wait at least 5 minutes for commands; 60 s keeps idle devices from pinning sockets.
       socketTimeout: duration.prefault('60s'),
+      /** Whole-session limit (slowloris), whatever the client's activity. */
+      maxSessionDuration: duration.prefault('10m'),
+      /** Messages per client address per minute (450 4.7.0 beyond); 0 = unlimited, so alert bursts are never throttled. */
+      messagesPerMinutePerClient: z.int().min(0).prefault(0),
       /** Checked at connect: anyone else gets 554 5.7.1 and the connection is closed. */
       allowedClients: z.array(cidr).min(1).optional(),
       tls: z

@@ -31,8 +31,11 @@ export async function verifyPassword(password: string, encoded: string): Promise
   return actual.length === expected.length && timingSafeEqual(actual, expected);
 }
 
-/** Failed logins per client address in a sliding window. Successes are not counted. */
-export class FailedLoginLimiter {
+/**
+ * Events per client address in a sliding window: failed logins (successes are not counted) and,
+ * with smtp.rateLimit, messages per minute.
+ */
+export class SlidingWindowLimiter {
   private readonly failures = new Map<string, number[]>();
 
   constructor(
@@ -53,7 +56,7 @@ export class FailedLoginLimiter {
     return this.recent(address).length >= this.maxFailures;
   }
 
-  recordFailure(address: string): void {
+  record(address: string): void {
     this.failures.set(address, [...this.recent(address), this.now()]);
   }
 }

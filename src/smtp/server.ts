@@ -18,7 +18,7 @@ import type { Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
 import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from './address-policy.js';
 import { receiveMessage } from './intake.js';
-import { FailedLoginLimiter, verifyPassword } from './local-auth.js';
+import { SlidingWindowLimiter, verifyPassword } from './local-auth.js';
 import { chooseMailbox } from './policy.js';
 import { replies, SmtpReply } from './replies.js';
 import { applySmtpServerAdjustments } from './smtp-server-adapter.js';
@@ -47,6 +47,10 @@ export interface SmtpSettings {
   socketTimeoutMs: number;
   defaultMailbox?: string;
   allowedClients?: readonly string[];
+  /** Messages (MAIL FROM) per client address per minute; 0/undefined: unlimited. */
+  messagesPerMinutePerClient?: number;
+  /** Whole-session limit against slow-drip clients (slowloris), whatever their activity. */
+  maxSessionMs?: number;
   tls?: SmtpTlsSettings;
   auth?: SmtpAuthSettings;
 }
@@ -91,7 +95,11 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
   let settings = initial;
   let hostname = settings.hostname ?? os.hostname();
   let allowlist = settings.allowedClients ? new ClientAllowlist(settings.allowedClients) : null;
-  let limiter = new FailedLoginLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now);
+  const limiters = () => ({
+    logins: new SlidingWindowLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now),
+    messages: settings.messagesPerMinutePerClient ? new SlidingWindowLimiter(settings.messagesPerMinutePerClient, 60_000, deps.clock.now) : null,
+  });
+  let limiter = limiters();
   const { logger } = deps;
   let closing = false;
   let tlsMaterial = settings.tls ? await readTls(settings.tls) : null;
@@ -113,7 +121,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
     },
     onAuth(auth, session, callback) {
       const address = session.remoteAddress;
-      if (limiter.isBlocked(address)) return callback(refuse(session, replies.tooManyFailedLogins(), 'too many failed logins'));
+      if (limiter.logins.isBlocked(address)) return callback(refuse(session, replies.tooManyFailedLogins(), 'too many failed logins'));
       const user = settings.auth?.users.find((u) => u.username === auth.username);
       // Verify against a dummy hash for unknown users too, so timing does not reveal which names exist.
       const hash = user?.passwordHash ?? '$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
@@ -125,7 +133,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
             const authenticated: AuthenticatedUser = { username: user.username, ...(user.allowedSenders ? { allowedSenders: user.allowedSenders } : {}) };
             return callback(null, { user: authenticated });
           }
-          limiter.recordFailure(address);
+          limiter.logins.record(address);
           callback(refuse(session, replies.badCredentials(), `failed login for "${String(auth.username).slice(0, 64)}"`));
         },
         () => callback(refuse(session, replies.badCredentials(), 'password verification error')),
@@ -137,6 +145,10 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
       if (settings.auth?.required && !user) return callback(refuse(session, replies.authRequired(), 'MAIL without AUTH'));
       if (user?.allowedSenders && !user.allowedSenders.some((p) => senderMatches(p, address.address))) {
         return callback(refuse(session, replies.senderNotAllowed(address.address), `user ${user.username} may not send as <${address.address}>`));
+      }
+      if (limiter.messages) {
+        if (limiter.messages.isBlocked(session.remoteAddress)) return callback(refuse(session, replies.clientRateLimited(), 'per-client message rate exceeded'));
+        limiter.messages.record(session.remoteAddress);
       }
       callback();
     },
@@ -230,9 +242,12 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
       disableReverseLookup: true,
       maxClients: settings.maxConnections,
       socketTimeout: settings.socketTimeoutMs,
+      // RFC 5321 §4.5.3.1.4 allows 512 octets per command line; extensions (AUTH PLAIN with long
+      // credentials, SIZE/BODY parameters) need more. 4 KiB bounds memory per session.
+      maxCommandLength: 4096,
       logger: false,
-      // Consulted by smtp-server-adapter.ts before the greeting.
-      ...({ skipGreetingDelay: isTrusted } as object),
+      // Consulted by smtp-server-adapter.ts before the greeting and for the session deadline.
+      ...({ skipGreetingDelay: isTrusted, maxSessionMs: () => settings.maxSessionMs ?? 0 } as object),
     } as SMTPServerOptions);
     server.on('error', (err) => logger.error({ event: 'smtp.error', listen: spec.listen, err: err.message }, 'SMTP server error'));
     await new Promise<void>((resolve, reject) => {
@@ -285,7 +300,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
       settings = { ...next, listen: settings.listen, ...(settings.tls ? { tls: { ...settings.tls, ...(next.tls ?? {}) } } : {}) };
       hostname = settings.hostname ?? os.hostname();
       allowlist = settings.allowedClients ? new ClientAllowlist(settings.allowedClients) : null;
-      limiter = new FailedLoginLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now);
+      limiter = limiters();
       // smtp-server reads these per connection / per command.
       for (const server of servers) {
         Object.assign(server.options, { name: hostname, size: settings.maxMessageSize, maxClients: settings.maxConnections, socketTimeout: settings.socketTimeoutMs, authOptional: !settings.auth?.required });

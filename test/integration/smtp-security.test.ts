@@ -173,3 +173,63 @@ describe('AUTH on a non-loopback listener', () => {
     expect(err?.response).toMatch(/^454 4\.7\.0 /);
   });
 });
+
+describe('limits against abuse', () => {
+  it('answers connections over maxConnections with 421 4.7.0', async () => {
+    const h = await startHarness({ config: { smtp: { maxConnections: 2 } } });
+    try {
+      const first = await RawSmtpClient.connect(h.port);
+      const second = await RawSmtpClient.connect(h.port);
+      expect((await first.reply()).code).toBe(220);
+      expect((await second.reply()).code).toBe(220);
+      const third = await RawSmtpClient.connect(h.port);
+      const refused = await third.reply();
+      expect(refused.code).toBe(421);
+      expect(refused.text).toMatch(/^4\.7\.0 /);
+      for (const c of [first, second, third]) c.destroy();
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('limits messages per client per minute with a temporary 450 4.7.0', async () => {
+    const h = await startHarness({ config: { smtp: { messagesPerMinutePerClient: 2 } } });
+    try {
+      const client = await RawSmtpClient.connect(h.port);
+      await client.reply();
+      await client.command('EHLO burst');
+      expect((await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: 1\r\n\r\nx\r\n')).code).toBe(250);
+      expect((await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: 2\r\n\r\nx\r\n')).code).toBe(250);
+      const third = await client.command('MAIL FROM:<a@contoso.example>');
+      expect(third.code).toBe(450);
+      expect(third.text).toMatch(/^4\.7\.0 /);
+      await client.quit();
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('ends a slow-drip session at maxSessionDuration with 421 4.4.2, and refuses over-long command lines', async () => {
+    const h = await startHarness({ config: { smtp: { maxSessionDuration: '400ms' } } });
+    try {
+      const longLine = await RawSmtpClient.connect(h.port);
+      await longLine.reply();
+      // smtp-server drops a client whose command line exceeds maxCommandLength (4 KiB here).
+      expect((await longLine.command(`EHLO ${'x'.repeat(5000)}`)).code).toBe(421);
+      longLine.destroy();
+      const client = await RawSmtpClient.connect(h.port);
+      await client.reply();
+      const started = Date.now();
+      while (!client.closed && Date.now() - started < 3000) {
+        client.write('N');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const last = await client.reply().catch(() => null);
+      expect(last?.code).toBe(421);
+      expect(last?.text).toMatch(/^4\.4\.2 /);
+      expect(Date.now() - started).toBeLessThan(2000);
+    } finally {
+      await h.close();
+    }
+  });
+});
