@@ -146,6 +146,13 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
       return outcome;
     },
+    async sendLarge(mailbox, file, size, token, hooks) {
+      const end = metrics.graphLatency.startTimer();
+      const outcome = await graph.mailer.sendLarge(mailbox, file, size, token, hooks);
+      end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
+      if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
+      return outcome;
+    },
   };
   scheduler = new Scheduler(
     schedulerOptions(config),

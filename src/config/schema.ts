@@ -95,12 +95,10 @@ const proxyUrl = z.string().refine(
 );
 
 /**
- * Until the large-message path (draft + upload sessions) exists, one sendMail request carries the
- * whole message. Graph refuses requests over about 4 MB ("The maximum request length supported is
- * 4MB", graph-api-facts §1.5) and base64 grows the MIME by 4/3, so 3,000,000 raw bytes (4,000,000
- * base64) is what we can promise; SIZE advertises exactly this.
+ * Exchange Online's default maximum message size is 35 MB (graph-api-facts §1.5, §3.3); messages
+ * over one request's ~4 MB go through drafts and upload sessions. SIZE advertises this value.
  */
-export const DEFAULT_MAX_MESSAGE_SIZE = 3_000_000;
+export const DEFAULT_MAX_MESSAGE_SIZE = 35_000_000;
 
 export const configSchema = z.strictObject({
   smtp: z

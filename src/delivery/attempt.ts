@@ -6,13 +6,14 @@ import type { GraphMailer, GraphOutcome } from '../graph/mailer.js';
 import { TokenError, type TokenProvider } from '../graph/token-provider.js';
 import type { SpoolEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
+import { SINGLE_REQUEST_LIMIT } from '../graph/large-message.js';
 import { classifyOutcome, type Decision } from './classify.js';
 
 /**
  * A single sendMail request is limited to about 4 MB (graph-api-facts §1.5); base64 makes 3 MiB of
- * MIME exactly 4 MiB. Larger spooled messages (headers added after SIZE was checked) fail clearly.
+ * MIME exactly 4 MiB. Larger messages take the draft + upload-session path.
  */
-export const MAX_SINGLE_REQUEST_MIME_BYTES = 3 * 1024 * 1024;
+export const MAX_SINGLE_REQUEST_MIME_BYTES = SINGLE_REQUEST_LIMIT;
 
 export interface AttemptDeps {
   tokens: TokenProvider;
@@ -50,24 +51,32 @@ function resultOf(outcome: GraphOutcome, decision: Decision): AttemptResult {
 }
 
 export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Promise<AttemptResult> {
-  if (entry.size > MAX_SINGLE_REQUEST_MIME_BYTES) {
-    return { decision: { action: 'fail', reason: `message is ${entry.size} bytes; one Graph sendMail request carries at most ${MAX_SINGLE_REQUEST_MIME_BYTES} bytes of MIME and large-message upload is not supported yet` } };
-  }
   let token: string;
   try {
     token = await deps.tokens.getToken();
   } catch (err) {
     return tokenFailure(err);
   }
-  let mime: Buffer;
-  try {
-    mime = await deps.spool.readMessage(entry.id);
-  } catch (err) {
-    return { decision: { action: 'retry', kind: 'operator', reason: `cannot read the spooled message: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false } };
+  // Over one request's size the message goes as a draft plus upload sessions, streamed from the spool file.
+  const large = entry.size > MAX_SINGLE_REQUEST_MIME_BYTES;
+  let mime: Buffer | null = null;
+  if (!large) {
+    try {
+      mime = await deps.spool.readMessage(entry.id);
+    } catch (err) {
+      return { decision: { action: 'retry', kind: 'operator', reason: `cannot read the spooled message: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false } };
+    }
   }
+  const send = (accessToken: string) =>
+    mime
+      ? deps.mailer.sendMime(entry.mailbox, mime, accessToken)
+      : deps.mailer.sendLarge(entry.mailbox, deps.spool.messagePath(entry.id), entry.size, accessToken, { mayProceed: () => postponed(entry, deps) === null });
   const waitFirst = postponed(entry, deps);
   if (waitFirst) return waitFirst;
-  let outcome = await deps.mailer.sendMime(entry.mailbox, mime, token);
+  let outcome = await send(token);
+  const pausedMidway = () => outcome.kind === 'http' && outcome.code === 'RelayPaused' ? postponed(entry, deps) ?? { decision: { action: 'postpone', untilMs: (deps.now ?? Date.now)() } } as AttemptResult : null;
+  const midway = pausedMidway();
+  if (midway) return midway;
   let decision = classifyOutcome(outcome);
   if (decision.action !== 'refresh-token') return resultOf(outcome, decision);
 
@@ -78,7 +87,9 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
   }
   const waitAgain = postponed(entry, deps);
   if (waitAgain) return waitAgain;
-  outcome = await deps.mailer.sendMime(entry.mailbox, mime, token);
+  outcome = await send(token);
+  const midwayAgain = pausedMidway();
+  if (midwayAgain) return midwayAgain;
   decision = classifyOutcome(outcome);
   if (decision.action === 'refresh-token') {
     decision = {

@@ -2,7 +2,7 @@
  * Fault injection for the emulator: rules consumed in order, each for `times` matching requests.
  * Used by tests and the benchmark to play Graph's and Entra's failure modes on loopback.
  */
-export type EmulatorRoute = 'token' | 'sendMail' | 'createMessage' | 'uploadSession' | 'upload' | 'send' | 'getUser';
+export type EmulatorRoute = 'token' | 'sendMail' | 'createMessage' | 'uploadSession' | 'upload' | 'send' | 'getUser' | 'deleteMessage';
 
 export interface FaultRule {
   route?: EmulatorRoute;

@@ -102,6 +102,8 @@ export class GraphMailState extends EventEmitter {
   readonly retryAfterViolations: Array<{ mailbox: string; earlyByMs: number }> = [];
   readonly requests: Array<{ route: string; mailbox: string | null; at: number; status: number; authorization: boolean }> = [];
   uploadAuthorizationHeaders = 0;
+  /** Drafts a client deleted (the relay cleans up after a failed large-message attempt). */
+  deletedDrafts = 0;
   private seq = 0;
 
   constructor(private readonly outDir: string | null) {

@@ -177,7 +177,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
                 ? 'uploadSession'
                 : method === 'POST' && rest.length === 3 && rest[0] === 'messages' && rest[2] === 'send'
                   ? 'send'
-                  : null;
+                  : method === 'DELETE' && rest.length === 2 && rest[0] === 'messages'
+                    ? 'deleteMessage'
+                    : null;
     const requestId = mail.newRequestId();
     const clientRequestId = header(req, 'client-request-id');
     const fail = async (error: GraphError) => {
@@ -269,6 +271,12 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       const draftId = decodeURIComponent(rest[1] ?? '');
       const draft = mail.drafts.get(draftId);
       if (!draft || draft.mailbox.toLowerCase() !== mailboxKey) return fail(graphError(404, 'ErrorItemNotFound', 'The specified object was not found in the store.'));
+      if (route === 'deleteMessage') {
+        mail.drafts.delete(draftId);
+        mail.deletedDrafts += 1;
+        res.writeHead(204, { 'request-id': requestId });
+        return void res.end();
+      }
 
       if (route === 'uploadSession' && rest.length === 3) {
         // POST .../attachments: small attachment (< 3 MB) in one JSON request.

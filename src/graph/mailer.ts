@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { parseGraphError } from './graph-error.js';
 import type { HttpTransport } from './http-transport.js';
+import { sendLargeMessage, type LargeMessageHooks } from './large-message.js';
 import { parseRetryAfterMs } from './retry-after.js';
 
 export type GraphOutcome =
@@ -17,6 +18,18 @@ export type GraphOutcome =
 
 export interface GraphMailer {
   sendMime(mailbox: string, mime: Buffer, accessToken: string): Promise<GraphOutcome>;
+  /** The draft + upload-session path for messages over one request's size (large-message.ts). */
+  sendLarge(mailbox: string, file: string, size: number, accessToken: string, hooks: LargeMessageHooks): Promise<GraphOutcome>;
+}
+
+/** One Graph request: a path under /v1.0 (or a full URL, for upload sessions), optional bearer token. */
+export interface GraphCall {
+  call(
+    method: string,
+    pathOrUrl: string,
+    accessToken: string | null,
+    options?: { body?: string | Buffer; contentType?: string; headers?: Record<string, string> },
+  ): Promise<{ outcome: GraphOutcome; json: unknown }>;
 }
 
 /** /users/{id|upn}/sendMail with the mailbox as one encoded path segment (never a path: field-lessons.md). */
@@ -24,37 +37,56 @@ export function sendMailUrl(endpoint: string, mailbox: string): string {
   return `${endpoint.replace(/\/+$/, '')}/v1.0/users/${encodeURIComponent(mailbox)}/sendMail`;
 }
 
-export class HttpGraphMailer implements GraphMailer {
+export class HttpGraphMailer implements GraphMailer, GraphCall {
   constructor(
     private readonly endpoint: string,
     private readonly http: HttpTransport,
     private readonly now: () => number = Date.now,
   ) {}
 
-  async sendMime(mailbox: string, mime: Buffer, accessToken: string): Promise<GraphOutcome> {
+  async call(
+    method: string,
+    pathOrUrl: string,
+    accessToken: string | null,
+    options: { body?: string | Buffer; contentType?: string; headers?: Record<string, string> } = {},
+  ): Promise<{ outcome: GraphOutcome; json: unknown }> {
+    const url = /^https?:\/\//.test(pathOrUrl) ? pathOrUrl : `${this.endpoint.replace(/\/+$/, '')}/v1.0${pathOrUrl}`;
     try {
-      // MIME form of sendMail: the whole message base64-encoded as text/plain (graph-api-facts §1.3).
-      // A fresh body string per attempt: a retried request never re-sends a consumed stream.
-      const response = await this.http.request(sendMailUrl(this.endpoint, mailbox), {
-        method: 'POST',
+      // A fresh body per request: a retried request never re-sends a consumed stream.
+      const response = await this.http.request(url, {
+        method,
         headers: {
-          authorization: `Bearer ${accessToken}`,
-          'content-type': 'text/plain',
+          ...(accessToken ? { authorization: `Bearer ${accessToken}` } : {}),
+          ...(options.contentType ? { 'content-type': options.contentType } : {}),
           'client-request-id': randomUUID(),
           'return-client-request-id': 'true',
+          ...(options.headers ?? {}),
         },
-        body: mime.toString('base64'),
+        ...(options.body !== undefined ? { body: options.body } : {}),
       });
       const error = response.status >= 300 ? parseGraphError(response.body, response.headers) : { requestId: response.headers['request-id'] };
-      return {
-        kind: 'http',
-        status: response.status,
-        ...error,
-        retryAfterMs: parseRetryAfterMs(response.headers['retry-after'], this.now()),
-      };
+      let json: unknown = null;
+      if (response.status < 300 && response.body.length > 0 && (response.headers['content-type'] ?? '').includes('json')) {
+        try {
+          json = JSON.parse(response.body.toString('utf8'));
+        } catch {
+          json = null;
+        }
+      }
+      return { outcome: { kind: 'http', status: response.status, ...error, retryAfterMs: parseRetryAfterMs(response.headers['retry-after'], this.now()) }, json };
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      return { kind: 'network', message: e.message, ...(e.code ? { code: e.code } : {}) };
+      return { outcome: { kind: 'network', message: e.message, ...(e.code ? { code: e.code } : {}) }, json: null };
     }
+  }
+
+  async sendMime(mailbox: string, mime: Buffer, accessToken: string): Promise<GraphOutcome> {
+    // MIME form of sendMail: the whole message base64-encoded as text/plain (graph-api-facts §1.3).
+    const { outcome } = await this.call('POST', `/users/${encodeURIComponent(mailbox)}/sendMail`, accessToken, { body: mime.toString('base64'), contentType: 'text/plain' });
+    return outcome;
+  }
+
+  sendLarge(mailbox: string, file: string, size: number, accessToken: string, hooks: LargeMessageHooks): Promise<GraphOutcome> {
+    return sendLargeMessage(this, mailbox, file, size, accessToken, hooks);
   }
 }

@@ -194,6 +194,10 @@ export class FsSpool implements Spool {
     return this.fs.readFile(this.file('queue', id, 'eml'));
   }
 
+  messagePath(id: string): string {
+    return this.file('queue', id, 'eml');
+  }
+
   openMessage(id: string): Readable {
     return createReadStream(this.file('queue', id, 'eml'));
   }

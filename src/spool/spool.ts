@@ -32,6 +32,8 @@ export interface Spool {
   beginMessage(id: string): Promise<MessageWriter>;
   readMessage(id: string): Promise<Buffer>;
   openMessage(id: string): Readable;
+  /** The message file's path, for readers that need byte ranges (the large-message path). */
+  messagePath(id: string): string;
   get(id: string, where?: 'queue' | 'failed'): Promise<SpoolEntry | null>;
   list(where: 'queue' | 'failed'): Promise<SpoolEntry[]>;
   /** How many records an area holds (cheap: no record is read). */

@@ -34,8 +34,12 @@ function fakes(outcomes: GraphOutcome[], tokenError?: TokenError) {
       sent.push(token);
       return outcomes.shift() ?? { kind: 'http', status: 202, retryAfterMs: null };
     },
+    async sendLarge(_mailbox, file, size, token) {
+      sent.push(`large:${token}:${file}:${size}`);
+      return outcomes.shift() ?? { kind: 'http', status: 202, retryAfterMs: null };
+    },
   };
-  const spool = { readMessage: async () => Buffer.from('Subject: x\r\n\r\nbody\r\n') } as unknown as Spool;
+  const spool = { readMessage: async () => Buffer.from('Subject: x\r\n\r\nbody\r\n'), messagePath: (id: string) => `/spool/queue/${id}.eml` } as unknown as Spool;
   return { tokens, mailer, spool, tokenCalls, sent };
 }
 
@@ -69,11 +73,11 @@ describe('one delivery attempt', () => {
     expect(f.sent).toEqual([]);
   });
 
-  it('fails a message too large for one Graph request with a clear reason, without sending', async () => {
+  it('sends a message too large for one Graph request through the large-message path, from the spool file', async () => {
     const f = fakes([]);
     const result = await attemptDelivery({ ...entry, size: MAX_SINGLE_REQUEST_MIME_BYTES + 1 }, f);
-    expect(result.decision).toMatchObject({ action: 'fail', reason: expect.stringContaining('large-message upload is not supported yet') });
-    expect(f.sent).toEqual([]);
+    expect(result.decision).toEqual({ action: 'delivered' });
+    expect(f.sent).toEqual([`large:token-1:/spool/queue/${entry.id}.eml:${MAX_SINGLE_REQUEST_MIME_BYTES + 1}`]);
   });
 
   it('sends nothing while the mailbox is paused by a Retry-After, and says until when', async () => {

@@ -26,7 +26,7 @@ describe('configuration', () => {
   it('fills every default from the schema and freezes the result', () => {
     const config = parseConfigText(minimal, { GRAPH_CLIENT_SECRET: 's3cret' });
     expect(config.smtp.listen).toEqual(['127.0.0.1:2525']);
-    expect(config.smtp.maxMessageSize).toBe(3_000_000);
+    expect(config.smtp.maxMessageSize).toBe(35_000_000);
     expect(config.graph.authorityHost).toBe('https://login.microsoftonline.com');
     expect(config.graph.endpoint).toBe('https://graph.microsoft.com');
     expect(config.spool.dir).toBe('/var/spool/smtp-graph-relay');
