@@ -72,6 +72,7 @@ function smtpSettings(config: RelayConfig) {
     maxConnections: config.smtp.maxConnections,
     socketTimeoutMs: config.smtp.socketTimeout,
     ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
+    routes: config.routes,
     ...(config.smtp.allowedClients ? { allowedClients: config.smtp.allowedClients } : {}),
     messagesPerMinutePerClient: config.smtp.messagesPerMinutePerClient,
     maxSessionMs: config.smtp.maxSessionDuration,
@@ -186,6 +187,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         scheduler.enqueue(entry);
       },
       onRefused: (code) => metrics.refused.inc({ reason: String(code) }),
+      mailboxLoad: (mailbox) => scheduler.queuedFor(mailbox),
     },
   );
 
@@ -254,7 +256,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         setTimeout(() => void previous.http.close().catch(() => undefined), next.graph.requestTimeout).unref();
       }
       if (applied.some((p) => p.startsWith('delivery.'))) scheduler.updateOptions(schedulerOptions(next));
-      if (applied.some((p) => p.startsWith('smtp.') || p === 'graph.mailbox')) smtp.update(smtpSettings(next));
+      if (applied.some((p) => p.startsWith('smtp.') || p.startsWith('routes') || p === 'graph.mailbox')) smtp.update(smtpSettings(next));
       if (applied.includes('log.level')) logger.level = next.log.level;
       // SIGHUP also means "the certificate was renewed", whether or not the config changed.
       await smtp.reloadCertificates();

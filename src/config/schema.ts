@@ -100,6 +100,23 @@ const proxyUrl = z.string().refine(
  */
 export const DEFAULT_MAX_MESSAGE_SIZE = 35_000_000;
 
+const routeSchema = z
+  .strictObject({
+    /** Envelope MAIL FROM or header From (either matches): addresses or "*@domain". */
+    senders: z.array(senderPattern).min(1).optional(),
+    /** Client addresses (CIDR). */
+    clients: z.array(cidr).min(1).optional(),
+    /** SMTP AUTH users. */
+    authUsers: z.array(z.string().min(1)).min(1).optional(),
+    /** The mailbox that sends for this route... */
+    mailbox: z.string().min(3).optional(),
+    /** ...or a pool of mailboxes to spread load (the one with the least queued mail is chosen). */
+    mailboxes: z.array(z.string().min(3)).min(1).optional(),
+    /** keep: header From as is (needs Send As); rewrite: From becomes the mailbox, the original goes to Reply-To; reject: 550 5.7.1 unless From is the mailbox. */
+    fromPolicy: z.enum(['keep', 'rewrite', 'reject']).prefault('keep'),
+  })
+  .refine((r) => (r.mailbox === undefined) !== (r.mailboxes === undefined), { message: 'a route needs exactly one of mailbox or mailboxes' });
+
 export const configSchema = z.strictObject({
   smtp: z
     .strictObject({
@@ -191,6 +208,8 @@ export const configSchema = z.strictObject({
       authorityHost: (authorityHost ?? CLOUDS[graph.cloud].authorityHost).replace(/\/+$/, ''),
       endpoint: (endpoint ?? CLOUDS[graph.cloud].endpoint).replace(/\/+$/, ''),
     })),
+  /** First match wins; with no match graph.mailbox sends (or 550 5.7.1 when it is unset). */
+  routes: z.array(routeSchema).prefault([]),
   spool: z
     .strictObject({
       dir: z.string().min(1).prefault('/var/spool/smtp-graph-relay'),
@@ -230,3 +249,4 @@ export type AuthConfig = RelayConfig['graph']['auth'];
 /** Keys whose values are secrets: redacted in --print-config and never logged. */
 export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'password', 'privateKeyPassphrase', 'passwordHash', 'tokenCacheKey']);
 export type SmtpAuthUser = RelayConfig['smtp']['auth']['users'][number];
+export type RouteConfig = RelayConfig['routes'][number];

@@ -75,6 +75,13 @@ export class Scheduler {
     return { depth: this.owned.size + this.held.size, oldestReceivedAt: oldest, held: this.held.size, inFlightByMailbox };
   }
 
+  /** Messages this scheduler holds for a mailbox (waiting, ready or in flight). */
+  queuedFor(mailbox: string): number {
+    let count = 0;
+    for (const e of this.owned.values()) if (e.mailbox === mailbox) count += 1;
+    return count;
+  }
+
   isInFlight(id: string): boolean {
     return this.inFlight.has(id);
   }

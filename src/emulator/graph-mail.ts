@@ -63,11 +63,18 @@ export function mimeRecipients(mime: Buffer): string[] {
   return [...new Set(fields.filter((f) => f.name === 'to' || f.name === 'cc' || f.name === 'bcc').flatMap((f) => addressesIn(f.value)))];
 }
 
-export function mimeFrom(mime: Buffer): string | null {
+/**
+ * The addresses Exchange treats as the sender: the From address, and - a quirk users of other
+ * relays hit - an address-like display name ("printer@contoso.com" <relay@...>) as well.
+ */
+export function mimeFromCandidates(mime: Buffer): string[] {
   const end = mime.indexOf('\r\n\r\n');
   const fields = parseHeaderBlock(end === -1 ? mime : mime.subarray(0, end + 2));
   const from = fields.find((f) => f.name === 'from');
-  return from ? (addressesIn(from.value)[0] ?? null) : null;
+  if (!from) return [];
+  const address = addressesIn(from.value)[0];
+  const displayAddress = /"?([^"<\s]+@[^"<\s]+)"?\s*</.exec(from.value)?.[1]?.toLowerCase();
+  return [...new Set([address, displayAddress].filter((a): a is string => Boolean(a)))];
 }
 
 export class GraphMailState extends EventEmitter {

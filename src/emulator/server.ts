@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { FaultPlan, type EmulatorRoute, type FaultRule } from './faults.js';
-import { GraphMailState, graphErrorBody, mimeFrom, mimeRecipients, type DeliveredAttachment, type EmulatedMailbox, type GraphError } from './graph-mail.js';
+import { GraphMailState, graphErrorBody, mimeFromCandidates, mimeRecipients, type DeliveredAttachment, type EmulatedMailbox, type GraphError } from './graph-mail.js';
 import { BodyTooLarge, readBody, sendJson } from './http-util.js';
 import { aadError, IdentityEmulator, type EmulatedApp, type EmulatedUser, type IssuedToken } from './identity.js';
 import { createTestPki } from './test-pki.js';
@@ -243,8 +243,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
           if (!decoded || decoded.length === 0) return fail(graphError(400, 'ErrorMimeContentInvalidBase64String', 'Invalid base64 string for MIME content.'));
           mime = decoded;
           recipients = mimeRecipients(decoded);
-          const from = mimeFrom(decoded);
-          if (mail.enforceSendAs && from && from !== mailboxKey && !(mailbox.sendAs ?? []).map((a) => a.toLowerCase()).includes(from)) {
+          const allowed = new Set([mailboxKey, ...(mailbox.sendAs ?? []).map((a) => a.toLowerCase())]);
+          if (mail.enforceSendAs && mimeFromCandidates(decoded).some((from) => !allowed.has(from))) {
             return fail(graphError(403, 'ErrorSendAsDenied', 'The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account. Cannot submit message.'));
           }
         } else {

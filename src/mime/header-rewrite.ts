@@ -5,6 +5,8 @@
  * envelope recipients that no To/Cc field names, so Graph - which takes recipients from the
  * headers of MIME content - sends to exactly the SMTP envelope.
  */
+import libmime from 'libmime';
+import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { addressesIn, type HeaderField } from './header-block.js';
 import { formatRfc5322Date } from './rfc5322-date.js';
 
@@ -47,7 +49,21 @@ export function bccField(addresses: readonly string[]): string {
   return `Bcc: ${addresses.join(',\r\n ')}\r\n`;
 }
 
-export function rewriteHeader(fields: readonly HeaderField[], envelopeRcpts: readonly string[], trace: TraceInfo): HeaderRewrite {
+/**
+ * fromPolicy "rewrite": From becomes the sending mailbox, the sender's display name is kept (an "@"
+ * in it becomes " at ": Exchange reads an address-like display name as the sender and answers
+ * ErrorSendAsDenied, field-lessons.md), and the original address moves to Reply-To.
+ */
+export function rewrittenFrom(original: string, mailbox: string): { from: string; replyTo: string | null } {
+  const parsed = addressparser(original, { flatten: true })[0];
+  const address = parsed?.address ?? '';
+  const name = (parsed?.name ? libmime.decodeWords(parsed.name) : address).replace(/@/g, ' at ').replace(/[\r\n"\\]/g, ' ').trim();
+  // eslint-disable-next-line no-control-regex
+  const display = /^[\x20-\x7e]*$/.test(name) ? `"${name}"` : libmime.encodeWord(name, 'Q', 60);
+  return { from: `From: ${name ? `${display} ` : ''}<${mailbox}>\r\n`, replyTo: address ? `Reply-To: <${address}>\r\n` : null };
+}
+
+export function rewriteHeader(fields: readonly HeaderField[], envelopeRcpts: readonly string[], trace: TraceInfo, fromRewrite?: { mailbox: string }): HeaderRewrite {
   const visible = new Set<string>();
   let hasDate = false;
   let messageId: string | null = null;
@@ -65,7 +81,18 @@ export function rewriteHeader(fields: readonly HeaderField[], envelopeRcpts: rea
   const parts: Buffer[] = [Buffer.from(receivedField(trace, envelopeRcpts.length === 1 ? (envelopeRcpts[0] as string) : null))];
   // An existing Bcc field is replaced, not duplicated: RFC 5322 allows one, and it must list exactly the
   // envelope recipients that are not visible (a Bcc header naming a non-recipient would make Graph send to it).
-  for (const field of fields) if (field.name !== 'bcc') parts.push(field.raw);
+  const hasReplyTo = fields.some((f) => f.name === 'reply-to');
+  for (const field of fields) {
+    if (field.name === 'bcc') continue;
+    if (field.name === 'from' && fromRewrite) {
+      const { from, replyTo } = rewrittenFrom(field.value, fromRewrite.mailbox);
+      parts.push(Buffer.from(from));
+      if (replyTo && !hasReplyTo) parts.push(Buffer.from(replyTo));
+      continue;
+    }
+    parts.push(field.raw);
+  }
+  if (fromRewrite && !fields.some((f) => f.name === 'from')) parts.push(Buffer.from(`From: <${fromRewrite.mailbox}>\r\n`));
   if (!hasDate) parts.push(Buffer.from(`Date: ${formatRfc5322Date(trace.receivedAt)}\r\n`));
   if (messageId === null) {
     messageId = `<${trace.queueId}@${sanitizeToken(trace.hostname)}>`;

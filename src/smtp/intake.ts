@@ -10,6 +10,8 @@ import { normalizeLineEndings } from '../mime/line-endings.js';
 import type { SpoolEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { replies, SmtpReply } from './replies.js';
+import type { RouteChoice } from './routing.js';
+import { addressesIn } from '../mime/header-block.js';
 
 // Exchange Online caps the total header size at 256 KB (Office.InternetHeaders, graph-api-facts §1.8).
 export const MAX_HEADER_BYTES = 256 * 1024;
@@ -18,7 +20,8 @@ export interface IntakeRequest {
   queueId: string;
   mailFrom: string;
   rcptTo: string[];
-  mailbox: string;
+  /** Chooses the sending mailbox once the header From is known (routes); null refuses the message. */
+  route: (headerFrom: string | null) => RouteChoice | null;
   trace: TraceInfo;
   authUser?: string;
   maxMessageSize: number;
@@ -26,6 +29,7 @@ export interface IntakeRequest {
 
 export interface IntakeResult {
   entry: SpoolEntry;
+  route: RouteChoice;
   headerOnlyRecipients: string[];
   bcc: string[];
 }
@@ -55,12 +59,25 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
   let headerBytes = 0;
   let received = 0;
   let rewrite: ReturnType<typeof rewriteHeader> | null = null;
+  let chosen: RouteChoice | null = null;
   let refusal: SmtpReply | null = null;
   let storageError: unknown = null;
 
   const emitHeader = async (block: Buffer, rest: Buffer) => {
     const looksLikeHeader = startsWithHeaderField(block);
-    rewrite = rewriteHeader(looksLikeHeader ? parseHeaderBlock(block) : [], request.rcptTo, request.trace);
+    const fields = looksLikeHeader ? parseHeaderBlock(block) : [];
+    const fromField = fields.find((f) => f.name === 'from');
+    const headerFrom = fromField ? (addressesIn(fromField.value)[0] ?? null) : null;
+    chosen = request.route(headerFrom);
+    if (!chosen) {
+      refusal = replies.noSendingMailbox();
+      return;
+    }
+    if (chosen.fromPolicy === 'reject' && headerFrom !== chosen.mailbox.toLowerCase()) {
+      refusal = replies.fromNotAllowed(headerFrom ?? '', chosen.mailbox);
+      return;
+    }
+    rewrite = rewriteHeader(fields, request.rcptTo, request.trace, chosen.fromPolicy === 'rewrite' ? { mailbox: chosen.mailbox } : undefined);
     // Content that does not start with a header field is treated as body: our fields, a blank line, then it.
     await writer.write(looksLikeHeader ? Buffer.concat([rewrite.header, rest]) : Buffer.concat([rewrite.header, Buffer.from('\r\n'), block, rest]));
   };
@@ -107,21 +124,22 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
       });
     }
     if (refusal) throw refusal;
-    if (storageError || rewrite === null) throw replies.spoolFailure();
+    if (storageError || rewrite === null || chosen === null) throw replies.spoolFailure();
     const done: ReturnType<typeof rewriteHeader> = rewrite;
+    const route: RouteChoice = chosen;
     const entry = await writer
       .commit({
         id: request.queueId,
         receivedAt: request.trace.receivedAt,
         envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
         client: { address: request.trace.clientAddress, helo: request.trace.heloName, ...(request.authUser ? { authUser: request.authUser } : {}) },
-        mailbox: request.mailbox,
+        mailbox: route.mailbox,
         messageId: done.messageId,
       })
       .catch(() => {
         throw replies.spoolFailure();
       });
-    return { entry, headerOnlyRecipients: done.headerOnly, bcc: done.bcc };
+    return { entry, route, headerOnlyRecipients: done.headerOnly, bcc: done.bcc };
   } catch (err) {
     await writer.abort().catch(() => undefined);
     await drain(stream).catch(() => undefined);

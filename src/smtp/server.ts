@@ -19,7 +19,8 @@ import type { Clock } from '../util/clock.js';
 import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from './address-policy.js';
 import { receiveMessage } from './intake.js';
 import { SlidingWindowLimiter, verifyPassword } from './local-auth.js';
-import { chooseMailbox } from './policy.js';
+import { Router } from './routing.js';
+import type { RouteConfig } from '../config/schema.js';
 import { replies, SmtpReply } from './replies.js';
 import { applySmtpServerAdjustments } from './smtp-server-adapter.js';
 
@@ -46,6 +47,7 @@ export interface SmtpSettings {
   maxConnections: number;
   socketTimeoutMs: number;
   defaultMailbox?: string;
+  routes?: readonly RouteConfig[];
   allowedClients?: readonly string[];
   /** Messages (MAIL FROM) per client address per minute; 0/undefined: unlimited. */
   messagesPerMinutePerClient?: number;
@@ -63,6 +65,8 @@ export interface SmtpDeps {
   onQueued: (entry: SpoolEntry) => void;
   /** Called for every refusal, with its SMTP reply code (metrics). */
   onRefused?: (code: number) => void;
+  /** Messages queued per mailbox, to pick the least loaded mailbox of a route's pool. */
+  mailboxLoad?: (mailbox: string) => number;
 }
 
 export interface RunningSmtp {
@@ -95,6 +99,8 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
   let settings = initial;
   let hostname = settings.hostname ?? os.hostname();
   let allowlist = settings.allowedClients ? new ClientAllowlist(settings.allowedClients) : null;
+  const makeRouter = () => new Router(settings.routes ?? [], settings.defaultMailbox, deps.mailboxLoad);
+  let router = makeRouter();
   const limiters = () => ({
     logins: new SlidingWindowLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now),
     messages: settings.messagesPerMinutePerClient ? new SlidingWindowLimiter(settings.messagesPerMinutePerClient, 60_000, deps.clock.now) : null,
@@ -155,22 +161,25 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
     onRcptTo(address, session, callback) {
       if (session.envelope.rcptTo.length >= settings.maxRecipients) return callback(refuse(session, replies.tooManyRecipients(settings.maxRecipients), 'too many recipients'));
       if (!address.address.includes('@')) return callback(refuse(session, replies.badRecipient(address.address), 'recipient without domain'));
-      if (chooseMailbox(settings.defaultMailbox) === null) return callback(refuse(session, replies.noSendingMailbox(), 'no sending mailbox'));
+      const user = session.user as AuthenticatedUser | undefined;
+      if (!router.possible({ envelopeFrom: mailFromAddress(session), clientAddress: session.remoteAddress, authUser: user?.username })) {
+        return callback(refuse(session, replies.noSendingMailbox(), 'no route and no graph.mailbox for this sender'));
+      }
       callback();
     },
     onData(stream, session, callback) {
       const now = deps.clock.now();
       const queueId = newQueueId(now);
       const rcptTo = session.envelope.rcptTo.map((r) => r.address);
-      const mailbox = chooseMailbox(settings.defaultMailbox) as string;
       const user = session.user as AuthenticatedUser | undefined;
+      const facts = { envelopeFrom: mailFromAddress(session), clientAddress: session.remoteAddress, authUser: user?.username };
       receiveMessage(
         stream,
         {
           queueId,
           mailFrom: mailFromAddress(session),
           rcptTo,
-          mailbox,
+          route: (headerFrom) => router.choose({ ...facts, headerFrom }),
           maxMessageSize: settings.maxMessageSize,
           ...(user ? { authUser: user.username } : {}),
           trace: {
@@ -198,7 +207,9 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
               bcc: result.bcc.length,
               size: result.entry.size,
               messageId: result.entry.messageId,
-              mailbox,
+              mailbox: result.route.mailbox,
+              route: result.route.routeIndex,
+              fromPolicy: result.route.fromPolicy,
             },
             'message queued',
           );
@@ -300,6 +311,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
       settings = { ...next, listen: settings.listen, ...(settings.tls ? { tls: { ...settings.tls, ...(next.tls ?? {}) } } : {}) };
       hostname = settings.hostname ?? os.hostname();
       allowlist = settings.allowedClients ? new ClientAllowlist(settings.allowedClients) : null;
+      router = makeRouter();
       limiter = limiters();
       // smtp-server reads these per connection / per command.
       for (const server of servers) {

@@ -1,0 +1,70 @@
+/**
+ * Who sends: the first route whose criteria all match (sender, client address, AUTH user) chooses
+ * the mailbox and the From policy; otherwise graph.mailbox. The header From counts as a sender
+ * (a peer checked only the envelope and chose the mailbox from the header: field-lessons.md).
+ * Pure functions; the SMTP hooks call them at RCPT (without the header) and at DATA (with it).
+ */
+import type { RouteConfig } from '../config/schema.js';
+import { ClientAllowlist, senderMatches } from './address-policy.js';
+
+export interface RouteFacts {
+  envelopeFrom: string;
+  /** The header From address; undefined before DATA. */
+  headerFrom?: string | null;
+  clientAddress: string;
+  authUser?: string | undefined;
+}
+
+export interface RouteChoice {
+  mailbox: string;
+  fromPolicy: 'keep' | 'rewrite' | 'reject';
+  routeIndex: number | null;
+}
+
+export class Router {
+  private readonly clientLists: Array<ClientAllowlist | null>;
+
+  constructor(
+    private readonly routes: readonly RouteConfig[],
+    private readonly defaultMailbox: string | undefined,
+    /** Queued messages per mailbox, for choosing within a pool. */
+    private readonly load: (mailbox: string) => number = () => 0,
+  ) {
+    this.clientLists = routes.map((r) => (r.clients ? new ClientAllowlist(r.clients) : null));
+  }
+
+  private matches(index: number, facts: RouteFacts, ignoreHeader: boolean): boolean {
+    const route = this.routes[index] as RouteConfig;
+    if (route.senders) {
+      const candidates = [facts.envelopeFrom, ...(facts.headerFrom ? [facts.headerFrom] : [])];
+      const senderOk = route.senders.some((p) => candidates.some((c) => c && senderMatches(p, c)));
+      // Before DATA a header From might still match: keep the route possible.
+      if (!senderOk && !(ignoreHeader && facts.headerFrom === undefined)) return false;
+    }
+    if (route.clients && !this.clientLists[index]?.allows(facts.clientAddress)) return false;
+    if (route.authUsers && !(facts.authUser && route.authUsers.includes(facts.authUser))) return false;
+    return true;
+  }
+
+  private pick(route: RouteConfig): string {
+    if (route.mailbox) return route.mailbox;
+    const pool = route.mailboxes ?? [];
+    return pool.reduce((best, m) => (this.load(m) < this.load(best) ? m : best), pool[0] as string);
+  }
+
+  /** At RCPT: could anyone send this message? (header From unknown yet) */
+  possible(facts: RouteFacts): boolean {
+    return this.defaultMailbox !== undefined || this.routes.some((_, i) => this.matches(i, facts, true));
+  }
+
+  /** At DATA, with the header From: the route that sends, or null (refuse). */
+  choose(facts: RouteFacts): RouteChoice | null {
+    for (let i = 0; i < this.routes.length; i++) {
+      if (this.matches(i, facts, false)) {
+        const route = this.routes[i] as RouteConfig;
+        return { mailbox: this.pick(route), fromPolicy: route.fromPolicy, routeIndex: i };
+      }
+    }
+    return this.defaultMailbox ? { mailbox: this.defaultMailbox, fromPolicy: 'keep', routeIndex: null } : null;
+  }
+}
