@@ -46,10 +46,20 @@ export class Router {
     return true;
   }
 
-  private pick(route: RouteConfig): string {
+  private readonly turns = new Map<number, number>();
+
+  /** The least-loaded mailbox of the pool; ties rotate, so a burst arriving together is spread too. */
+  private pick(route: RouteConfig, index: number): string {
     if (route.mailbox) return route.mailbox;
     const pool = route.mailboxes ?? [];
-    return pool.reduce((best, m) => (this.load(m) < this.load(best) ? m : best), pool[0] as string);
+    const turn = this.turns.get(index) ?? 0;
+    this.turns.set(index, turn + 1);
+    let best = pool[turn % pool.length] as string;
+    for (let k = 1; k < pool.length; k++) {
+      const candidate = pool[(turn + k) % pool.length] as string;
+      if (this.load(candidate) < this.load(best)) best = candidate;
+    }
+    return best;
   }
 
   /** At RCPT: could anyone send this message? (header From unknown yet) */
@@ -62,7 +72,7 @@ export class Router {
     for (let i = 0; i < this.routes.length; i++) {
       if (this.matches(i, facts, false)) {
         const route = this.routes[i] as RouteConfig;
-        return { mailbox: this.pick(route), fromPolicy: route.fromPolicy, routeIndex: i };
+        return { mailbox: this.pick(route, i), fromPolicy: route.fromPolicy, routeIndex: i };
       }
     }
     return this.defaultMailbox ? { mailbox: this.defaultMailbox, fromPolicy: 'keep', routeIndex: null } : null;

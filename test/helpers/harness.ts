@@ -69,6 +69,7 @@ export function relayConfigInput(emulator: RunningEmulator, spoolDir: string, ov
     spool: { dir: spoolDir },
     delivery: { retry: { minDelay: '100ms', maxDelay: '500ms' }, ...(overrides.delivery as object) },
     admin: { listen: '127.0.0.1:0', ...(overrides.admin as object) },
+    ...(overrides.routes ? { routes: overrides.routes } : {}),
     log: { level: 'debug' },
   };
 }
