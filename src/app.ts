@@ -92,6 +92,8 @@ function schedulerOptions(config: RelayConfig) {
     maxInFlightPerMailbox: config.delivery.maxInFlightPerMailbox,
     backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
     maxQueueLifetimeMs: config.delivery.maxQueueLifetime,
+    messagesPerMinute: config.delivery.perMailbox.messagesPerMinute,
+    recipientsPerDay: config.delivery.perMailbox.recipientsPerDay,
   };
 }
 

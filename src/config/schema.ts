@@ -227,6 +227,15 @@ export const configSchema = z.strictObject({
         .prefault({}),
       // Postfix's maximal_queue_lifetime default is 5 days.
       maxQueueLifetime: duration.prefault('5d'),
+      perMailbox: z
+        .strictObject({
+          // Exchange Online: 30 messages per minute and 10,000 recipients per day per mailbox
+          // (sending limits, graph-api-facts §3.3). Mail beyond waits in the queue instead of being
+          // throttled or bounced by Exchange. 0 turns a limit off.
+          messagesPerMinute: z.int().min(0).prefault(30),
+          recipientsPerDay: z.int().min(0).prefault(10_000),
+        })
+        .prefault({}),
     })
     .prefault({}),
   admin: z

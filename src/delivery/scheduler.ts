@@ -16,6 +16,9 @@ export type SettledOutcome = 'delivered' | 'deferred' | 'failed' | 'expired' | '
 
 export interface SchedulerOptions {
   maxInFlightPerMailbox: number;
+  /** Exchange's per-mailbox sending limits; 0 = no limit. */
+  messagesPerMinute?: number;
+  recipientsPerDay?: number;
   backoff: BackoffPolicy;
   maxQueueLifetimeMs: number;
 }
@@ -35,6 +38,38 @@ interface MailboxState {
   /** No request to this mailbox before this time (Graph's Retry-After). */
   pausedUntil: number;
   ready: SpoolEntry[];
+  /** Dispatch times in the last minute, and (time, recipients) in the last day: pacing. */
+  sentTimes: number[];
+  sentRecipients: Array<{ at: number; count: number }>;
+}
+
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+
+/**
+ * When the next message for a mailbox may go, given Exchange's per-mailbox limits; `now` when it
+ * may go now. Pure, for the fake-clock tests.
+ */
+export function pacedUntil(state: Pick<MailboxState, 'sentTimes' | 'sentRecipients'>, recipients: number, now: number, limits: { messagesPerMinute?: number; recipientsPerDay?: number }): number {
+  let until = now;
+  const perMinute = limits.messagesPerMinute ?? 0;
+  if (perMinute > 0) {
+    const recent = state.sentTimes.filter((t) => t > now - MINUTE);
+    if (recent.length >= perMinute) until = Math.max(until, (recent[recent.length - perMinute] as number) + MINUTE);
+  }
+  const perDay = limits.recipientsPerDay ?? 0;
+  if (perDay > 0) {
+    const window = state.sentRecipients.filter((r) => r.at > now - DAY);
+    let total = window.reduce((sum, r) => sum + r.count, 0);
+    // Wait until enough of the oldest sends have left the 24-hour window (a message larger than the
+    // whole budget goes as soon as the window is empty, rather than never).
+    for (const r of window) {
+      if (total + recipients <= perDay) break;
+      total -= r.count;
+      until = Math.max(until, r.at + DAY);
+    }
+  }
+  return until;
 }
 
 export class Scheduler {
@@ -142,7 +177,7 @@ export class Scheduler {
   private mailbox(name: string): MailboxState {
     let state = this.mailboxes.get(name);
     if (!state) {
-      state = { inFlight: 0, pausedUntil: 0, ready: [] };
+      state = { inFlight: 0, pausedUntil: 0, ready: [], sentTimes: [], sentRecipients: [] };
       this.mailboxes.set(name, state);
     }
     return state;
@@ -158,7 +193,7 @@ export class Scheduler {
     let wakeAt = this.waiting.peek()?.nextAttemptAt ?? Infinity;
     for (const [name, state] of this.mailboxes) {
       if (state.ready.length === 0) {
-        if (state.inFlight === 0 && state.pausedUntil <= now) this.mailboxes.delete(name);
+        if (state.inFlight === 0 && state.pausedUntil <= now && state.sentTimes.length === 0 && state.sentRecipients.length === 0) this.mailboxes.delete(name);
         continue;
       }
       if (state.pausedUntil > now) {
@@ -166,7 +201,16 @@ export class Scheduler {
         continue;
       }
       while (state.inFlight < this.options.maxInFlightPerMailbox && state.ready.length > 0) {
-        this.dispatch(state, state.ready.shift() as SpoolEntry);
+        const next = state.ready[0] as SpoolEntry;
+        const paced = pacedUntil(state, next.envelope.rcptTo.length, now, this.options);
+        if (paced > now) {
+          wakeAt = Math.min(wakeAt, paced);
+          break;
+        }
+        state.ready.shift();
+        state.sentTimes = [...state.sentTimes.filter((t) => t > now - MINUTE), now];
+        state.sentRecipients = [...state.sentRecipients.filter((r) => r.at > now - DAY), { at: now, count: next.envelope.rcptTo.length }];
+        this.dispatch(state, next);
       }
     }
     this.armTimer(wakeAt, now);
