@@ -1,7 +1,10 @@
 /**
  * Composition root: the one place where concrete classes are chosen and wired together.
  */
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
+import { hostname as osHostname } from 'node:os';
+import { buildDsn, isDeliveryReport } from './delivery/dsn.js';
+import { newQueueId } from './spool/queue-id.js';
 import type { RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
 import { Scheduler } from './delivery/scheduler.js';
@@ -128,6 +131,9 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, reason: q.reason }, 'corrupt spool entry moved to corrupt/');
 
   let graph = await createGraphClients(config, options.extraCaPem);
+  // The configuration in force (replaced by reload); read where a later reload must be seen.
+  let current = config;
+  const currentConfig = () => current;
   // Declared before the scheduler exists: metrics read it lazily at scrape time.
   let scheduler: Scheduler;
   const metrics = new RelayMetrics(() => {
@@ -170,12 +176,50 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         else if (outcome === 'deferred' && result.decision.action === 'retry') metrics.deferred.inc({ kind: result.decision.kind, status: String(result.status ?? 'none') });
         else if (outcome === 'failed' || outcome === 'expired') {
           metrics.failed.inc({ reason: outcome === 'failed' ? 'permanent' : 'expired' });
+          void sendBounce(entry.id, outcome === 'expired');
         }
       },
     },
   );
   for (const entry of recovery.queued) scheduler.enqueue(entry);
   scheduler.start();
+
+  // A DSN is a message like any other: spooled durably, then delivered through Graph from the same mailbox.
+  const sendBounce = async (id: string, expired: boolean): Promise<void> => {
+    const bounces = currentConfig().bounces;
+    try {
+      const failed = await spool.get(id, 'failed');
+      if (!bounces.enabled || !failed || failed.envelope.mailFrom === '') return;
+      const handle = await open(spool.messagePath(id, 'failed'), 'r');
+      let header: Buffer;
+      try {
+        const buffer = Buffer.alloc(256 * 1024);
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+        const end = buffer.subarray(0, bytesRead).indexOf('\r\n\r\n');
+        header = buffer.subarray(0, end === -1 ? bytesRead : end + 2);
+      } finally {
+        await handle.close();
+      }
+      if (isDeliveryReport(header)) return;
+      const now = clock.now();
+      const bounceId = newQueueId(now);
+      const to = bounces.to ?? failed.envelope.mailFrom;
+      const hostname = config.smtp.hostname ?? osHostname();
+      const mime = buildDsn({ failed, reason: failed.failReason ?? 'delivery failed', expired, originalHeader: header, reportingHost: hostname, fromMailbox: failed.mailbox, to, now, boundary: `dsn-${bounceId}`, messageId: `<${bounceId}.dsn@${hostname}>` });
+      const writer = await spool.beginMessage(bounceId);
+      try {
+        await writer.write(mime);
+        const entry = await writer.commit({ id: bounceId, receivedAt: now, envelope: { mailFrom: '', rcptTo: [to] }, client: { address: '127.0.0.1', helo: 'smtp-graph-relay' }, mailbox: failed.mailbox, messageId: `<${bounceId}.dsn@${hostname}>` });
+        logger.info({ event: 'bounce.queued', queueId: bounceId, about: id, to, expired }, 'delivery status notification queued');
+        scheduler.enqueue(entry);
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+    } catch (err) {
+      logger.error({ event: 'bounce.failed', about: id, err: (err as Error).message }, 'could not queue a delivery status notification');
+    }
+  };
   const queue = new QueueControl(spool, scheduler, clock);
 
   const smtp = await startSmtp(
@@ -233,7 +277,6 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     'relay started',
   );
 
-  let current = config;
   let stopping: Promise<void> | null = null;
   return {
     smtp,

@@ -238,6 +238,14 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  bounces: z
+    .strictObject({
+      /** Send a delivery status notification when a message finally fails. */
+      enabled: z.boolean().prefault(true),
+      /** Send DSNs here instead of to the envelope sender (e.g. the IT mailbox). */
+      to: z.string().min(3).optional(),
+    })
+    .prefault({}),
   admin: z
     .strictObject({
       /** Metrics, health and queue API; false turns it off. Loopback by default: it can change the queue. */

@@ -194,8 +194,8 @@ export class FsSpool implements Spool {
     return this.fs.readFile(this.file('queue', id, 'eml'));
   }
 
-  messagePath(id: string): string {
-    return this.file('queue', id, 'eml');
+  messagePath(id: string, where: 'queue' | 'failed' = 'queue'): string {
+    return this.file(where, id, 'eml');
   }
 
   openMessage(id: string): Readable {

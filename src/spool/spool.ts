@@ -33,7 +33,7 @@ export interface Spool {
   readMessage(id: string): Promise<Buffer>;
   openMessage(id: string): Readable;
   /** The message file's path, for readers that need byte ranges (the large-message path). */
-  messagePath(id: string): string;
+  messagePath(id: string, where?: 'queue' | 'failed'): string;
   get(id: string, where?: 'queue' | 'failed'): Promise<SpoolEntry | null>;
   list(where: 'queue' | 'failed'): Promise<SpoolEntry[]>;
   /** How many records an area holds (cheap: no record is read). */
