@@ -54,6 +54,10 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
     const permissions = tokenPermissions(token);
     if (permissions && !permissions.includes('Mail.Send')) return fail('permission', MISSING_MAIL_SEND, 'no Mail.Send');
     if (permissions) say(`ok    token grants Mail.Send${permissions.includes('Mail.ReadWrite') ? ' and Mail.ReadWrite' : ''}`);
+    if (permissions && !permissions.includes('Mail.ReadWrite')) {
+      say('warn  no Mail.ReadWrite: messages over 3 MB (scans with attachments) are sent as a draft with upload sessions and will wait in the queue');
+      say('      fix: add Mail.ReadWrite (same type as Mail.Send) and grant admin consent, or keep smtp.maxMessageSize at 3MB');
+    }
 
     const mailbox = config.graph.mailbox;
     if (!mailbox) return fail('mailbox', { cause: 'graph.mailbox is not set, so the relay has no mailbox to send from', fix: 'set graph.mailbox to the UPN of the sending mailbox' }, '');

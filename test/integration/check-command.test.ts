@@ -79,6 +79,12 @@ describe('check diagnoses', () => {
     expect(result.output).toMatch(/\n {6}fix: \S/);
   });
 
+  it('warns in advance when Mail.ReadWrite (needed for messages over 3 MB) is missing', async () => {
+    const { code, output } = await check({});
+    expect(code).toBe(0);
+    expect(output).toContain('warn  no Mail.ReadWrite: messages over 3 MB');
+  });
+
   it('a token without Mail.Send: permission missing', async () => {
     const result = await check(secret(CLIENT_SECRET, 'no-perms'));
     expect(result.code).toBe(1);
