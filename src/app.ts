@@ -5,7 +5,8 @@ import { open, readFile } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { buildDsn, isDeliveryReport } from './delivery/dsn.js';
 import { newQueueId } from './spool/queue-id.js';
-import type { RelayConfig } from './config/schema.js';
+import { graphProfileKey } from './smtp/routing.js';
+import { CLOUDS, type RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
 import { Scheduler } from './delivery/scheduler.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
@@ -130,6 +131,24 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   );
   for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, reason: q.reason }, 'corrupt spool entry moved to corrupt/');
 
+  // One Graph client per tenant/app: the default one, and one for each route with its own graph settings.
+  const buildRouteProfiles = async (cfg: RelayConfig) => {
+    const map = new Map<string, { tokens: ObservedTokenProvider; mailer: GraphMailer; close: () => Promise<void> }>();
+    for (const route of cfg.routes) {
+      if (!route.graph || map.has(graphProfileKey(route.graph))) continue;
+      const { cloud, authorityHost, endpoint, ...identity } = route.graph;
+      const preset = cloud ? CLOUDS[cloud] : null;
+      const routeGraph = {
+        ...cfg.graph,
+        ...identity,
+        authorityHost: (authorityHost ?? preset?.authorityHost ?? cfg.graph.authorityHost).replace(/\/+$/, ''),
+        endpoint: (endpoint ?? preset?.endpoint ?? cfg.graph.endpoint).replace(/\/+$/, ''),
+      };
+      const clients = await createGraphClients({ ...cfg, graph: routeGraph }, options.extraCaPem);
+      map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: clients.mailer, close: () => clients.http.close() });
+    }
+    return map;
+  };
   let graph = await createGraphClients(config, options.extraCaPem);
   // The configuration in force (replaced by reload); read where a later reload must be seen.
   let current = config;
@@ -147,6 +166,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   }, () => spool.count('failed'));
   const observe = (inner: TokenProvider) => new ObservedTokenProvider(inner, clock.now, (ok) => metrics.tokenAcquisitions.inc({ result: ok ? 'ok' : 'error' }));
   let tokens = observe(graph.tokens);
+  let routeProfiles = await buildRouteProfiles(config);
   const mailer: GraphMailer = {
     async sendMime(mailbox, mime, token) {
       const end = metrics.graphLatency.startTimer();
@@ -170,7 +190,13 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       clock,
       logger,
       // tokens and graph are read at each attempt, so a reload swaps credentials for the next one.
-      attempt: (entry) => attemptDelivery(entry, { tokens, mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) }),
+      attempt: async (entry) => {
+        const profile = entry.graphProfile ? routeProfiles.get(entry.graphProfile) : { tokens, mailer };
+        if (!profile) {
+          return { decision: { action: 'retry', kind: 'operator', reason: `no Graph credentials for ${entry.graphProfile} any more (routes changed?): restore that route's graph settings`, retryAfterMs: null, pauseMailbox: false } };
+        }
+        return attemptDelivery(entry, { tokens: profile.tokens, mailer: profile.mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) });
+      },
       onSettled: (entry, result, outcome) => {
         if (outcome === 'delivered') metrics.delivered.inc({ mailbox: entry.mailbox });
         else if (outcome === 'deferred' && result.decision.action === 'retry') metrics.deferred.inc({ kind: result.decision.kind, status: String(result.status ?? 'none') });
@@ -300,6 +326,11 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         // Attempts in flight finish on the old client; close it once they have had time to.
         setTimeout(() => void previous.http.close().catch(() => undefined), next.graph.requestTimeout).unref();
       }
+      if (applied.some((p) => p.startsWith('routes'))) {
+        const previousProfiles = routeProfiles;
+        routeProfiles = await buildRouteProfiles(next);
+        setTimeout(() => void Promise.all([...previousProfiles.values()].map((p) => p.close().catch(() => undefined))), next.graph.requestTimeout).unref();
+      }
       if (applied.some((p) => p.startsWith('delivery.'))) scheduler.updateOptions(schedulerOptions(next));
       if (applied.some((p) => p.startsWith('smtp.') || p.startsWith('routes') || p === 'graph.mailbox')) smtp.update(smtpSettings(next));
       if (applied.includes('log.level')) logger.level = next.log.level;
@@ -317,6 +348,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
         await admin?.close();
         await graph.http.close().catch(() => undefined);
+        await Promise.all([...routeProfiles.values()].map((p) => p.close().catch(() => undefined)));
         logger.info({ event: 'relay.stopped', unfinishedAttempts: unfinished }, 'relay stopped');
       })();
       return stopping;

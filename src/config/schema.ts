@@ -114,6 +114,20 @@ const routeSchema = z
     mailboxes: z.array(z.string().min(3)).min(1).optional(),
     /** keep: header From as is (needs Send As); rewrite: From becomes the mailbox, the original goes to Reply-To; reject: 550 5.7.1 unless From is the mailbox. */
     fromPolicy: z.enum(['keep', 'rewrite', 'reject']).prefault('keep'),
+    /**
+     * Another tenant or app for this route. Cloud, authority and endpoint default to those of the
+     * main graph section; proxy, CAs and timeouts always come from it.
+     */
+    graph: z
+      .strictObject({
+        tenantId: z.string().min(1),
+        clientId: z.string().min(1),
+        auth: authSchema,
+        cloud: z.enum(['global', 'usgov', 'usgovdod', 'china']).optional(),
+        authorityHost: httpsUrl.optional(),
+        endpoint: httpsUrl.optional(),
+      })
+      .optional(),
   })
   .refine((r) => (r.mailbox === undefined) !== (r.mailboxes === undefined), { message: 'a route needs exactly one of mailbox or mailboxes' });
 

@@ -17,6 +17,8 @@ export interface EmulatedMailbox {
   sendAs?: string[];
   /** false: the mailbox is inactive / on-premises (404 MailboxNotEnabledForRESTAPI). */
   restEnabled?: boolean;
+  /** The tenant the mailbox lives in (default: any); tokens of other tenants do not see it. */
+  tenantId?: string;
   /** true: outside the app's application access policy / RBAC scope (403 "Access to OData is disabled."). */
   outsideAppScope?: boolean;
 }

@@ -19,6 +19,8 @@ export interface EmulatorOptions {
   /** Where each accepted message is written as .eml (null: keep in memory only). */
   outDir?: string | null;
   tenantId?: string;
+  /** More tenants served by the same emulator (several tenants behind one relay). */
+  extraTenants?: string[];
   apps?: EmulatedApp[];
   users?: EmulatedUser[];
   mailboxes?: EmulatedMailbox[];
@@ -61,7 +63,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const { certPem, keyPem } = await pki.issueServerCertificate([host, 'localhost', '127.0.0.1', '::1']);
   let baseUrl = '';
   const tenantId = options.tenantId ?? 'emulated-tenant';
-  const identity = new IdentityEmulator(() => baseUrl, () => baseUrl, new Set([tenantId]));
+  const identity = new IdentityEmulator(() => baseUrl, () => baseUrl, new Set([tenantId, ...(options.extraTenants ?? [])]));
   const mail = new GraphMailState(options.outDir ?? null);
   const faults = new FaultPlan();
   for (const app of options.apps ?? []) identity.apps.set(app.clientId, app);
@@ -209,7 +211,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       }
       const token = auth.token;
       if (mailboxId === null && !token.user) return fail(graphError(400, 'BadRequest', '/me request is only valid with delegated authentication flow.'));
-      const mailbox = mail.mailboxes.get(mailboxKey);
+      const found = mail.mailboxes.get(mailboxKey);
+      const mailbox = found && (!found.tenantId || found.tenantId === token.tenantId) ? found : undefined;
       if (!mailbox) return fail(graphError(404, 'ErrorInvalidUser', `The requested user '${mailboxId ?? mailboxKey}' is invalid.`));
       if (route === 'getUser') {
         if (!token.user && !token.roles.some((r) => r === 'User.Read.All' || r === 'User.ReadBasic.All' || r === 'Directory.Read.All')) {

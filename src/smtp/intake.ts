@@ -134,6 +134,7 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
         envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
         client: { address: request.trace.clientAddress, helo: request.trace.heloName, ...(request.authUser ? { authUser: request.authUser } : {}) },
         mailbox: route.mailbox,
+        ...(route.graphProfile ? { graphProfile: route.graphProfile } : {}),
         messageId: done.messageId,
       })
       .catch(() => {

@@ -19,6 +19,12 @@ export interface RouteChoice {
   mailbox: string;
   fromPolicy: 'keep' | 'rewrite' | 'reject';
   routeIndex: number | null;
+  /** Set when the route has its own tenant/app. */
+  graphProfile?: string;
+}
+
+export function graphProfileKey(graph: { tenantId: string; clientId: string }): string {
+  return `${graph.tenantId}|${graph.clientId}`;
 }
 
 export class Router {
@@ -72,7 +78,7 @@ export class Router {
     for (let i = 0; i < this.routes.length; i++) {
       if (this.matches(i, facts, false)) {
         const route = this.routes[i] as RouteConfig;
-        return { mailbox: this.pick(route, i), fromPolicy: route.fromPolicy, routeIndex: i };
+        return { mailbox: this.pick(route, i), fromPolicy: route.fromPolicy, routeIndex: i, ...(route.graph ? { graphProfile: graphProfileKey(route.graph) } : {}) };
       }
     }
     return this.defaultMailbox ? { mailbox: this.defaultMailbox, fromPolicy: 'keep', routeIndex: null } : null;

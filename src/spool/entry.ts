@@ -29,6 +29,8 @@ export const spoolEntrySchema = z.object({
   }),
   size: z.number().int().nonnegative(),
   mailbox: z.string().min(1),
+  /** Which tenant/app sends ("tenantId|clientId" of a route's own graph settings); absent: graph. */
+  graphProfile: z.string().optional(),
   messageId: z.string().optional(),
   attempts: z.number().int().nonnegative(),
   nextAttemptAt: z.number(),

@@ -119,3 +119,36 @@ describe('no route and no default mailbox', () => {
     }
   });
 });
+
+describe('two tenants behind one relay', () => {
+  it('sends each route with its own tenant and app', async () => {
+    const t = await startHarness({
+      emulator: {
+        extraTenants: ['fabrikam-tenant'],
+        apps: [
+          { clientId: 'test-client', tenantId: 'test-tenant', secrets: ['test-secret-value-3f9a'], roles: ['Mail.Send'] },
+          { clientId: 'fabrikam-app', tenantId: 'fabrikam-tenant', secrets: ['fabrikam-secret'], roles: ['Mail.Send'] },
+        ],
+        mailboxes: [
+          { upn: MAILBOX, displayName: 'Contoso relay', tenantId: 'test-tenant' },
+          { upn: 'alerts@fabrikam.example', displayName: 'Fabrikam alerts', tenantId: 'fabrikam-tenant' },
+        ],
+      },
+      config: {
+        routes: [{ senders: ['*@fabrikam.example'], mailbox: 'alerts@fabrikam.example', graph: { tenantId: 'fabrikam-tenant', clientId: 'fabrikam-app', auth: { method: 'clientSecret', clientSecret: 'fabrikam-secret' } } }],
+      },
+    });
+    try {
+      // The route's graph settings name the emulator as authority and endpoint like the default.
+      const transport = nodemailer.createTransport({ host: '127.0.0.1', port: t.port, secure: false, ignoreTLS: true });
+      await transport.sendMail({ from: 'nas@fabrikam.example', to: 'ops@fabrikam.example', subject: 'f', text: 'x', headers: { 'X-Test-Id': 'tenant-b' } });
+      await transport.sendMail({ from: MAILBOX, to: 'ops@contoso.example', subject: 'c', text: 'x', headers: { 'X-Test-Id': 'tenant-a' } });
+      const b = await waitForDelivery(t.emulator, 'tenant-b');
+      const a = await waitForDelivery(t.emulator, 'tenant-a');
+      expect(b).toMatchObject({ mailbox: 'alerts@fabrikam.example', sentBy: 'fabrikam-app' });
+      expect(a).toMatchObject({ mailbox: MAILBOX, sentBy: 'test-client' });
+    } finally {
+      await t.close();
+    }
+  });
+});
