@@ -77,6 +77,7 @@ function smtpSettings(config: RelayConfig) {
     socketTimeoutMs: config.smtp.socketTimeout,
     ...(config.graph.mailbox ? { defaultMailbox: config.graph.mailbox } : {}),
     routes: config.routes,
+    headerOnlyRecipients: config.delivery.headerOnlyRecipients,
     ...(config.smtp.allowedClients ? { allowedClients: config.smtp.allowedClients } : {}),
     messagesPerMinutePerClient: config.smtp.messagesPerMinutePerClient,
     maxSessionMs: config.smtp.maxSessionDuration,

@@ -241,6 +241,11 @@ export const configSchema = z.strictObject({
         .prefault({}),
       // Postfix's maximal_queue_lifetime default is 5 days.
       maxQueueLifetime: duration.prefault('5d'),
+      /**
+       * To/Cc addresses that are not SMTP envelope recipients: skip (default: To/Cc are limited to the
+       * envelope, originals kept as X-Original-To/Cc) or deliver (Graph also sends to them).
+       */
+      headerOnlyRecipients: z.enum(['skip', 'deliver']).prefault('skip'),
       perMailbox: z
         .strictObject({
           // Exchange Online: 30 messages per minute and 10,000 recipients per day per mailbox

@@ -63,7 +63,32 @@ export function rewrittenFrom(original: string, mailbox: string): { from: string
   return { from: `From: ${name ? `${display} ` : ''}<${mailbox}>\r\n`, replyTo: address ? `Reply-To: <${address}>\r\n` : null };
 }
 
-export function rewriteHeader(fields: readonly HeaderField[], envelopeRcpts: readonly string[], trace: TraceInfo, fromRewrite?: { mailbox: string }): HeaderRewrite {
+function formatAddress(name: string, address: string): string {
+  if (!name) return `<${address}>`;
+  if (/=\?[^?]+\?[bqBQ]\?/.test(name) || /^[\w !#$%&'*+\-/=?^`{|}~.]+$/.test(name)) return `${name} <${address}>`;
+  return `"${name.replace(/["\\]/g, '\\$&')}" <${address}>`;
+}
+
+/**
+ * To/Cc limited to envelope recipients: Graph sends to every address of those fields, so one that
+ * is not an envelope recipient (a message fanned out per recipient upstream, a device that lists
+ * everybody) would receive it again. The original field is kept as X-Original-To / X-Original-Cc.
+ */
+function envelopeOnlyField(field: HeaderField, envelope: ReadonlySet<string>): Buffer[] {
+  const kept = addressparser(field.value, { flatten: true }).filter((a) => a.address && envelope.has(a.address.toLowerCase()));
+  const label = field.name === 'to' ? 'To' : 'Cc';
+  const original = Buffer.concat([Buffer.from(`X-Original-${label}:`), field.raw.subarray(field.raw.indexOf(':') + 1)]);
+  if (kept.length === 0) return [original];
+  return [Buffer.from(`${label}: ${kept.map((a) => formatAddress(a.name, a.address)).join(',\r\n ')}\r\n`), original];
+}
+
+export function rewriteHeader(
+  fields: readonly HeaderField[],
+  envelopeRcpts: readonly string[],
+  trace: TraceInfo,
+  fromRewrite?: { mailbox: string },
+  headerOnlyPolicy: 'skip' | 'deliver' = 'skip',
+): HeaderRewrite {
   const visible = new Set<string>();
   let hasDate = false;
   let messageId: string | null = null;
@@ -82,8 +107,13 @@ export function rewriteHeader(fields: readonly HeaderField[], envelopeRcpts: rea
   // An existing Bcc field is replaced, not duplicated: RFC 5322 allows one, and it must list exactly the
   // envelope recipients that are not visible (a Bcc header naming a non-recipient would make Graph send to it).
   const hasReplyTo = fields.some((f) => f.name === 'reply-to');
+  const limitToEnvelope = headerOnly.length > 0 && headerOnlyPolicy === 'skip';
   for (const field of fields) {
     if (field.name === 'bcc') continue;
+    if (limitToEnvelope && (field.name === 'to' || field.name === 'cc') && addressesIn(field.value).some((a) => !envelopeSet.has(a))) {
+      parts.push(...envelopeOnlyField(field, envelopeSet));
+      continue;
+    }
     if (field.name === 'from' && fromRewrite) {
       const { from, replyTo } = rewrittenFrom(field.value, fromRewrite.mailbox);
       parts.push(Buffer.from(from));

@@ -25,6 +25,7 @@ export interface IntakeRequest {
   trace: TraceInfo;
   authUser?: string;
   maxMessageSize: number;
+  headerOnlyRecipients?: 'skip' | 'deliver';
 }
 
 export interface IntakeResult {
@@ -77,7 +78,7 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
       refusal = replies.fromNotAllowed(headerFrom ?? '', chosen.mailbox);
       return;
     }
-    rewrite = rewriteHeader(fields, request.rcptTo, request.trace, chosen.fromPolicy === 'rewrite' ? { mailbox: chosen.mailbox } : undefined);
+    rewrite = rewriteHeader(fields, request.rcptTo, request.trace, chosen.fromPolicy === 'rewrite' ? { mailbox: chosen.mailbox } : undefined, request.headerOnlyRecipients ?? 'skip');
     // Content that does not start with a header field is treated as body: our fields, a blank line, then it.
     await writer.write(looksLikeHeader ? Buffer.concat([rewrite.header, rest]) : Buffer.concat([rewrite.header, Buffer.from('\r\n'), block, rest]));
   };

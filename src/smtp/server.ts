@@ -48,6 +48,7 @@ export interface SmtpSettings {
   socketTimeoutMs: number;
   defaultMailbox?: string;
   routes?: readonly RouteConfig[];
+  headerOnlyRecipients?: 'skip' | 'deliver';
   allowedClients?: readonly string[];
   /** Messages (MAIL FROM) per client address per minute; 0/undefined: unlimited. */
   messagesPerMinutePerClient?: number;
@@ -181,6 +182,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
           rcptTo,
           route: (headerFrom) => router.choose({ ...facts, headerFrom }),
           maxMessageSize: settings.maxMessageSize,
+          ...(settings.headerOnlyRecipients ? { headerOnlyRecipients: settings.headerOnlyRecipients } : {}),
           ...(user ? { authUser: user.username } : {}),
           trace: {
             queueId,
@@ -214,7 +216,11 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
             'message queued',
           );
           if (result.headerOnlyRecipients.length > 0) {
-            logger.warn({ event: 'smtp.header_only_recipients', queueId, count: result.headerOnlyRecipients.length }, 'To/Cc name addresses that are not envelope recipients; Graph will also send to them');
+            const deliver = settings.headerOnlyRecipients === 'deliver';
+            logger.info(
+              { event: 'smtp.header_only_recipients', queueId, count: result.headerOnlyRecipients.length, policy: deliver ? 'deliver' : 'skip' },
+              deliver ? 'To/Cc name addresses outside the envelope; Graph will also send to them' : 'To/Cc limited to the envelope recipients (originals kept as X-Original-To/Cc)',
+            );
           }
           deps.onQueued(result.entry);
           callback(null, `Ok: queued as ${queueId}`);

@@ -30,7 +30,7 @@ describe('configuration', () => {
     expect(config.graph.authorityHost).toBe('https://login.microsoftonline.com');
     expect(config.graph.endpoint).toBe('https://graph.microsoft.com');
     expect(config.spool.dir).toBe('/var/spool/smtp-graph-relay');
-    expect(config.delivery).toEqual({ maxInFlightPerMailbox: 4, retry: { minDelay: 60_000, maxDelay: 3_600_000 }, maxQueueLifetime: 5 * 86_400_000, perMailbox: { messagesPerMinute: 30, recipientsPerDay: 10_000 } });
+    expect(config.delivery).toEqual({ maxInFlightPerMailbox: 4, retry: { minDelay: 60_000, maxDelay: 3_600_000 }, maxQueueLifetime: 5 * 86_400_000, headerOnlyRecipients: 'skip', perMailbox: { messagesPerMinute: 30, recipientsPerDay: 10_000 } });
     expect(Object.isFrozen(config.graph.auth)).toBe(true);
     expect(config.graph.auth).toEqual({ method: 'clientSecret', clientSecret: 's3cret' });
   });
