@@ -82,6 +82,12 @@ function envelopeOnlyField(field: HeaderField, envelope: ReadonlySet<string>): B
   return [Buffer.from(`${label}: ${kept.map((a) => formatAddress(a.name, a.address)).join(',\r\n ')}\r\n`), original];
 }
 
+/** `"printer@contoso.com" <relay@...>`: a display name that contains an address. */
+export function displayNameLooksLikeAddress(fromValue: string): boolean {
+  const name = addressparser(fromValue, { flatten: true })[0]?.name ?? '';
+  return /[^\s@]+@[^\s@]+/.test(libmime.decodeWords(name));
+}
+
 export function rewriteHeader(
   fields: readonly HeaderField[],
   envelopeRcpts: readonly string[],
@@ -119,6 +125,14 @@ export function rewriteHeader(
       parts.push(Buffer.from(from));
       if (replyTo && !hasReplyTo) parts.push(Buffer.from(replyTo));
       continue;
+    }
+    if (field.name === 'from' && displayNameLooksLikeAddress(field.value)) {
+      // Kept From, but an address-like display name would make Exchange answer ErrorSendAsDenied.
+      const own = addressesIn(field.value)[0];
+      if (own) {
+        parts.push(Buffer.from(rewrittenFrom(field.value, own).from));
+        continue;
+      }
     }
     parts.push(field.raw);
   }

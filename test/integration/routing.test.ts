@@ -88,6 +88,12 @@ describe('routing', () => {
     expect([...boxes].sort()).toEqual(['pool1@contoso.example', 'pool2@contoso.example']);
   });
 
+  it('keeps the From address but neutralises an address-like display name, so Exchange does not refuse Send As', async () => {
+    await send({ from: `"printer@contoso.example" <${MAILBOX}>`, subject: 'printer', headers: { 'X-Test-Id': 'display-at' } });
+    const message = await waitForDelivery(h.emulator, 'display-at');
+    expect((await simpleParser(message.mime as Buffer)).from?.value[0]).toEqual({ address: MAILBOX, name: 'printer at contoso.example' });
+  });
+
   it('falls back to graph.mailbox when no route matches (keep)', async () => {
     await send({ from: MAILBOX, subject: 'default', headers: { 'X-Test-Id': 'route-default' } });
     expect((await waitForDelivery(h.emulator, 'route-default')).mailbox).toBe(MAILBOX);
