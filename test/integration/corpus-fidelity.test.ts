@@ -22,7 +22,8 @@ function split(message: Buffer): { header: string; body: Buffer } {
 
 let h: Harness;
 beforeAll(async () => {
-  if (available) h = await startHarness({ config: { smtp: { maxMessageSize: '3MB' } } });
+  // Fidelity: headers pass as they are, so To/Cc listing non-envelope addresses are delivered, not limited.
+  if (available) h = await startHarness({ config: { smtp: { maxMessageSize: '3MB' }, delivery: { headerOnlyRecipients: 'deliver', perMailbox: { messagesPerMinute: 0 } } } });
 });
 afterAll(async () => {
   if (available) await h.close();

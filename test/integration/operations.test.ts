@@ -141,15 +141,17 @@ describe('metrics and health', () => {
       h.emulator.faults.add({ route: 'sendMail', status: 400 });
       await transport.sendMail({ from: MAILBOX, to: 'a@contoso.example', subject: 'm3', text: 'x' });
       await until(async () => value(await metrics(), 'relay_messages_failed_total{reason="permanent"}') === 1);
+      // The failure also produced a delivery status notification to the sender: delivered too.
+      await until(async () => value(await metrics(), `relay_messages_delivered_total{mailbox="${MAILBOX}"}`) === 3);
       const lines = await metrics();
-      expect(value(lines, `relay_messages_delivered_total{mailbox="${MAILBOX}"}`)).toBe(2);
+      expect(value(lines, `relay_messages_delivered_total{mailbox="${MAILBOX}"}`)).toBe(3);
       expect(value(lines, 'relay_messages_deferred_total{kind="transient",status="429"}')).toBe(1);
       expect(value(lines, `relay_graph_throttled_total{mailbox="${MAILBOX}"}`)).toBe(1);
       expect(value(lines, 'relay_messages_received_total{result="queued"}')).toBe(3);
       expect(value(lines, 'relay_queue_depth')).toBe(0);
       expect(value(lines, 'relay_queue_failed')).toBe(1);
       expect(value(lines, 'relay_token_acquisitions_total{result="ok"}')).toBeGreaterThanOrEqual(1);
-      expect(value(lines, 'relay_graph_request_duration_seconds_count{status="202"}')).toBe(2);
+      expect(value(lines, 'relay_graph_request_duration_seconds_count{status="202"}')).toBe(3);
       expect(lines.some((l) => l.startsWith('relay_queue_oldest_age_seconds'))).toBe(true);
     } finally {
       await h.close();
