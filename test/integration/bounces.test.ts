@@ -3,6 +3,7 @@ import { simpleParser } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
+import { until } from '../helpers/wait.js';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -18,13 +19,6 @@ async function sendRaw(harness: Harness, from: string, body: string): Promise<vo
   await client.quit();
 }
 
-async function until(check: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not reached');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('bounces (DSN)', () => {
   it('sends a multipart/report to the envelope sender for a permanent failure', async () => {

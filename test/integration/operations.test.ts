@@ -15,6 +15,7 @@ import type { RunningEmulator } from '../../src/emulator/server.js';
 import { MAILBOX, relayConfigInput, startHarness, startTestEmulator, waitForDelivery } from '../helpers/harness.js';
 import { MAIN, spawnRelay, writeConfig } from '../helpers/relay-process.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
+import { until } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 let emulator: RunningEmulator;
@@ -46,13 +47,6 @@ async function sendOne(port: number, testId: string): Promise<string> {
   return /queued as (\S+)/.exec(reply.text)?.[1] as string;
 }
 
-async function until(check: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('queue commands', () => {
   it('list, show, hold, release, retry, delete and purge work on a running relay and on a stopped one', async () => {

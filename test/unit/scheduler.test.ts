@@ -8,6 +8,7 @@ import { silentLogger } from '../../src/log.js';
 import type { SpoolEntry } from '../../src/spool/entry.js';
 import { FsSpool } from '../../src/spool/fs-spool.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
+import { until } from '../helpers/wait.js';
 
 let dir: string;
 let spool: FsSpool;
@@ -27,13 +28,6 @@ async function queued(mailbox: string, receivedAt = Date.now()): Promise<SpoolEn
   return writer.commit({ id, receivedAt, envelope: { mailFrom: 'a@x', rcptTo: ['b@x'] }, client: { address: '127.0.0.1', helo: 'h' }, mailbox });
 }
 
-const until = async (predicate: () => boolean, ms = 5000) => {
-  const deadline = Date.now() + ms;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('condition not reached');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
 
 const options = { maxInFlightPerMailbox: 4, backoff: { minMs: 20, maxMs: 100 }, maxQueueLifetimeMs: 60_000 };
 
