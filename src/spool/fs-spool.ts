@@ -72,16 +72,21 @@ export class FsSpool implements Spool {
     }
   }
 
-  /** Writes a record atomically: tmp file, fsync, rename over the target. */
-  private async writeRecord(area: 'queue' | 'failed', entry: SpoolEntry, options: { syncDir: boolean }): Promise<void> {
-    const tmp = path.join(this.dir('tmp'), `${entry.id}.json.${process.pid}.${this.tmpCounter++}`);
-    const handle = await this.fs.open(tmp, 'wx', 0o600);
+  /** Creates a file with this content and flushes it to disk. */
+  private async writeDurable(file: string, content: string): Promise<void> {
+    const handle = await this.fs.open(file, 'wx', 0o600);
     try {
-      await handle.writeFile(serializeEntry(entry));
-      await handle.sync();
+      await handle.writeFile(content);
+      await handle.datasync();
     } finally {
       await handle.close();
     }
+  }
+
+  /** Writes a record atomically: tmp file, fsync, rename over the target. */
+  private async writeRecord(area: 'queue' | 'failed', entry: SpoolEntry, options: { syncDir: boolean }): Promise<void> {
+    const tmp = path.join(this.dir('tmp'), `${entry.id}.json.${process.pid}.${this.tmpCounter++}`);
+    await this.writeDurable(tmp, serializeEntry(entry));
     try {
       await this.fs.rename(tmp, this.file(area, entry.id, 'json'));
     } catch (err) {
@@ -171,12 +176,27 @@ export class FsSpool implements Spool {
         size += chunk.length;
       },
       commit: async (meta: NewMessage) => {
-        await handle.sync();
-        await close();
-        await this.fs.rename(tmpFile, this.file('queue', id, 'eml'));
-        renamed = true;
         const entry: SpoolEntry = { version: 1, ...meta, id, size, attempts: 0, nextAttemptAt: meta.receivedAt, held: false };
-        await this.writeRecord('queue', entry, { syncDir: true });
+        // The message file and its record are flushed in parallel (two fsyncs, one wait); then the
+        // message is renamed into queue/ before its record, which is the commit marker, and queue/ is
+        // fsynced (shared with concurrent commits). fdatasync suffices: a new file's size is data.
+        const recordTmp = path.join(this.dir('tmp'), `${id}.json.${process.pid}.${this.tmpCounter++}`);
+        try {
+          await Promise.all([
+            (async () => {
+              await handle.datasync();
+              await close();
+            })(),
+            this.writeDurable(recordTmp, serializeEntry(entry)),
+          ]);
+          await this.fs.rename(tmpFile, this.file('queue', id, 'eml'));
+          renamed = true;
+          await this.fs.rename(recordTmp, this.file('queue', id, 'json'));
+        } catch (err) {
+          await this.unlinkQuietly(recordTmp);
+          throw err;
+        }
+        await this.syncers.queue.sync();
         return entry;
       },
       abort: async () => {

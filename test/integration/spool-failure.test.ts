@@ -16,7 +16,7 @@ const flakyFs: SpoolFs = {
     const handle = await realSpoolFs.open(file, flags, mode);
     if (failNext === 'fsync' && String(file).endsWith('.eml')) {
       failNext = null;
-      handle.sync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+      handle.sync = handle.datasync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
     }
     return handle;
   }) as SpoolFs['open'],

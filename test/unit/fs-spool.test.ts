@@ -44,7 +44,7 @@ describe('file spool', () => {
       ...realSpoolFs,
       open: (async (file: string, flags?: string, mode?: number) => {
         const handle = await realSpoolFs.open(file, flags, mode);
-        if (String(file).endsWith('.eml')) handle.sync = async () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+        if (String(file).endsWith('.eml')) handle.sync = handle.datasync = async () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
         return handle;
       }) as SpoolFs['open'],
     };
