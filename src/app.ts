@@ -1,16 +1,15 @@
 /**
  * Composition root: the one place where concrete classes are chosen and wired together.
  */
-import { open, readFile } from 'node:fs/promises';
-import { hostname as osHostname } from 'node:os';
-import { buildDsn, isDeliveryReport } from './delivery/dsn.js';
-import { newQueueId } from './spool/queue-id.js';
+import { readFile } from 'node:fs/promises';
+import { queueBounce } from './delivery/bounces.js';
+import type { SpoolEntry } from './spool/entry.js';
 import { graphProfileKey } from './smtp/routing.js';
 import { CLOUDS, type RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
 import { Scheduler } from './delivery/scheduler.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
-import { HttpGraphMailer, type GraphMailer } from './graph/mailer.js';
+import { HttpGraphMailer, type GraphMailer, type GraphOutcome } from './graph/mailer.js';
 import { createMsalTokenProvider, type MsalSettings } from './graph/msal-token-provider.js';
 import type { TokenProvider } from './graph/token-provider.js';
 import type { Logger } from './log.js';
@@ -111,6 +110,21 @@ export function changedPaths(a: unknown, b: unknown, prefix = ''): string[] {
   return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix];
 }
 
+/** Graph latency and throttling metrics around a mailer (one definition for every tenant's client). */
+function instrument(metrics: RelayMetrics, inner: () => GraphMailer): GraphMailer {
+  const measured = async (mailbox: string, send: () => Promise<GraphOutcome>): Promise<GraphOutcome> => {
+    const end = metrics.graphLatency.startTimer();
+    const outcome = await send();
+    end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
+    if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
+    return outcome;
+  };
+  return {
+    sendMime: (mailbox, mime, token) => measured(mailbox, () => inner().sendMime(mailbox, mime, token)),
+    sendLarge: (mailbox, file, size, token, hooks) => measured(mailbox, () => inner().sendLarge(mailbox, file, size, token, hooks)),
+  };
+}
+
 /** Settings that are bound at start (sockets, the spool directory): a reload reports them instead. */
 const RESTART_ONLY = [/^smtp\.listen/, /^smtp\.tls\.implicitListen/, /^spool\./, /^admin\./];
 
@@ -146,7 +160,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         endpoint: (endpoint ?? preset?.endpoint ?? cfg.graph.endpoint).replace(/\/+$/, ''),
       };
       const clients = await createGraphClients({ ...cfg, graph: routeGraph }, options.extraCaPem);
-      map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: clients.mailer, close: () => clients.http.close() });
+      map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: instrument(metrics, () => clients.mailer), close: () => clients.http.close() });
     }
     return map;
   };
@@ -168,22 +182,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   const observe = (inner: TokenProvider) => new ObservedTokenProvider(inner, clock.now, (ok) => metrics.tokenAcquisitions.inc({ result: ok ? 'ok' : 'error' }));
   let tokens = observe(graph.tokens);
   let routeProfiles = await buildRouteProfiles(config);
-  const mailer: GraphMailer = {
-    async sendMime(mailbox, mime, token) {
-      const end = metrics.graphLatency.startTimer();
-      const outcome = await graph.mailer.sendMime(mailbox, mime, token);
-      end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
-      if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
-      return outcome;
-    },
-    async sendLarge(mailbox, file, size, token, hooks) {
-      const end = metrics.graphLatency.startTimer();
-      const outcome = await graph.mailer.sendLarge(mailbox, file, size, token, hooks);
-      end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
-      if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
-      return outcome;
-    },
-  };
+  // The default client is read at each call, so a reload's new credentials apply to the next send.
+  const mailer = instrument(metrics, () => graph.mailer);
   scheduler = new Scheduler(
     schedulerOptions(config),
     {
@@ -203,7 +203,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         else if (outcome === 'deferred' && result.decision.action === 'retry') metrics.deferred.inc({ kind: result.decision.kind, status: String(result.status ?? 'none') });
         else if (outcome === 'failed' || outcome === 'expired') {
           metrics.failed.inc({ reason: outcome === 'failed' ? 'permanent' : 'expired' });
-          void sendBounce(entry.id, outcome === 'expired');
+          void queueBounce(bounceDeps, entry.id, outcome === 'expired');
         }
       },
     },
@@ -211,41 +211,12 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   for (const entry of recovery.queued) scheduler.enqueue(entry);
   scheduler.start();
 
-  // A DSN is a message like any other: spooled durably, then delivered through Graph from the same mailbox.
-  const sendBounce = async (id: string, expired: boolean): Promise<void> => {
-    const bounces = currentConfig().bounces;
-    try {
-      const failed = await spool.get(id, 'failed');
-      if (!bounces.enabled || !failed || failed.envelope.mailFrom === '') return;
-      const handle = await open(spool.messagePath(id, 'failed'), 'r');
-      let header: Buffer;
-      try {
-        const buffer = Buffer.alloc(256 * 1024);
-        const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-        const end = buffer.subarray(0, bytesRead).indexOf('\r\n\r\n');
-        header = buffer.subarray(0, end === -1 ? bytesRead : end + 2);
-      } finally {
-        await handle.close();
-      }
-      if (isDeliveryReport(header)) return;
-      const now = clock.now();
-      const bounceId = newQueueId(now);
-      const to = bounces.to ?? failed.envelope.mailFrom;
-      const hostname = config.smtp.hostname ?? osHostname();
-      const mime = buildDsn({ failed, reason: failed.failReason ?? 'delivery failed', expired, originalHeader: header, reportingHost: hostname, fromMailbox: failed.mailbox, to, now, boundary: `dsn-${bounceId}`, messageId: `<${bounceId}.dsn@${hostname}>` });
-      const writer = await spool.beginMessage(bounceId);
-      try {
-        await writer.write(mime);
-        const entry = await writer.commit({ id: bounceId, receivedAt: now, envelope: { mailFrom: '', rcptTo: [to] }, client: { address: '127.0.0.1', helo: 'smtp-graph-relay' }, mailbox: failed.mailbox, messageId: `<${bounceId}.dsn@${hostname}>` });
-        logger.info({ event: 'bounce.queued', queueId: bounceId, about: id, to, expired }, 'delivery status notification queued');
-        scheduler.enqueue(entry);
-      } catch (err) {
-        await writer.abort();
-        throw err;
-      }
-    } catch (err) {
-      logger.error({ event: 'bounce.failed', about: id, err: (err as Error).message }, 'could not queue a delivery status notification');
-    }
+  const bounceDeps = {
+    spool,
+    clock,
+    logger,
+    settings: () => ({ ...currentConfig().bounces, hostname: currentConfig().smtp.hostname }),
+    enqueue: (entry: SpoolEntry) => scheduler.enqueue(entry),
   };
   const queue = new QueueControl(spool, scheduler, clock);
 

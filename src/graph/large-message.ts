@@ -7,7 +7,7 @@
  * Needs Mail.ReadWrite besides Mail.Send (§2.3).
  */
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { readHeaderBlockFromFile } from '../mime/header-block.js';
 import { scanLeafParts, type LeafPart } from '../mime/mime-structure.js';
 import type { GraphCall, GraphOutcome } from './mailer.js';
 
@@ -24,20 +24,6 @@ export interface LargeMessageHooks {
 }
 
 export type LargeOutcome = GraphOutcome & { step?: string };
-
-async function readHeaderBlock(file: string): Promise<{ header: Buffer; bodyOffset: number }> {
-  const handle = await open(file, 'r');
-  try {
-    const buffer = Buffer.alloc(512 * 1024);
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-    const data = buffer.subarray(0, bytesRead);
-    const end = data.indexOf('\r\n\r\n');
-    if (end === -1) return { header: data, bodyOffset: bytesRead };
-    return { header: data.subarray(0, end + 2), bodyOffset: end + 4 };
-  } finally {
-    await handle.close();
-  }
-}
 
 /** The file with the given byte ranges left out (ranges sorted, non-overlapping). */
 async function withoutRanges(file: string, size: number, cuts: Array<[number, number]>): Promise<Buffer> {
@@ -93,7 +79,7 @@ async function* chunked(source: AsyncIterable<Buffer>, size: number): AsyncGener
 const networkOrHttp = (o: LargeOutcome, step: string): LargeOutcome => ({ ...o, step });
 
 export async function sendLargeMessage(graph: GraphCall, mailbox: string, file: string, fileSize: number, token: string, hooks: LargeMessageHooks): Promise<LargeOutcome> {
-  const { header, bodyOffset } = await readHeaderBlock(file);
+  const { header, bodyOffset } = await readHeaderBlockFromFile(file);
   const leaves = (await scanLeafParts(file, header, bodyOffset)).filter((p) => p.transferEncoding === 'base64');
   // Take out the largest base64 parts until the rest fits one request.
   const extracted: LeafPart[] = [];

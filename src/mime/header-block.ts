@@ -2,6 +2,7 @@
  * Top-level header block parsing at the byte level. Fields keep their raw bytes so that what we
  * pass through is byte-for-byte what the sender wrote; only the decoded value is used for decisions.
  */
+import { open } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 
 export interface HeaderField {
@@ -55,4 +56,19 @@ export function addressesIn(value: string): string[] {
   return addressparser(value, { flatten: true })
     .map((entry) => entry.address?.toLowerCase())
     .filter((address): address is string => Boolean(address));
+}
+
+/** The top-level header block of a spooled message file (at most 512 KiB read) and where the body starts. */
+export async function readHeaderBlockFromFile(file: string): Promise<{ header: Buffer; bodyOffset: number }> {
+  const handle = await open(file, 'r');
+  try {
+    const buffer = Buffer.alloc(512 * 1024);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    const data = buffer.subarray(0, bytesRead);
+    const end = data.indexOf('\r\n\r\n');
+    if (end === -1) return { header: data, bodyOffset: bytesRead };
+    return { header: data.subarray(0, end + 2), bodyOffset: end + 4 };
+  } finally {
+    await handle.close();
+  }
 }
