@@ -80,8 +80,6 @@ export const CLOUDS = {
   china: { authorityHost: 'https://login.chinacloudapi.cn', endpoint: 'https://microsoftgraph.chinacloudapi.cn' },
 } as const;
 
-export const DEFAULT_AUTHORITY_HOST = CLOUDS.global.authorityHost;
-export const DEFAULT_GRAPH_ENDPOINT = CLOUDS.global.endpoint;
 
 const proxyUrl = z.string().refine(
   (v) => {

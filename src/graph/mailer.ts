@@ -32,11 +32,6 @@ export interface GraphCall {
   ): Promise<{ outcome: GraphOutcome; json: unknown }>;
 }
 
-/** /users/{id|upn}/sendMail with the mailbox as one encoded path segment (never a path: field-lessons.md). */
-export function sendMailUrl(endpoint: string, mailbox: string): string {
-  return `${endpoint.replace(/\/+$/, '')}/v1.0/users/${encodeURIComponent(mailbox)}/sendMail`;
-}
-
 export class HttpGraphMailer implements GraphMailer, GraphCall {
   constructor(
     private readonly endpoint: string,
@@ -82,6 +77,7 @@ export class HttpGraphMailer implements GraphMailer, GraphCall {
 
   async sendMime(mailbox: string, mime: Buffer, accessToken: string): Promise<GraphOutcome> {
     // MIME form of sendMail: the whole message base64-encoded as text/plain (graph-api-facts §1.3).
+    // The mailbox is one encoded path segment, never a path (a peer allowed traversal: field-lessons.md).
     const { outcome } = await this.call('POST', `/users/${encodeURIComponent(mailbox)}/sendMail`, accessToken, { body: mime.toString('base64'), contentType: 'text/plain' });
     return outcome;
   }

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpTransport, type HttpTransport } from '../../src/graph/http-transport.js';
+import { HttpGraphMailer } from '../../src/graph/mailer.js';
 import type { RunningEmulator } from '../../src/emulator/server.js';
 import { CLIENT_ID, CLIENT_SECRET, MAILBOX, startTestEmulator, TENANT } from '../helpers/harness.js';
 
@@ -116,6 +117,13 @@ describe('Graph mail emulator', () => {
     const res = await graph('POST', `/users/${encodeURIComponent(MAILBOX)}/sendMail`, body);
     expect(res.status).toBe(status);
     expect(res.json).toMatchObject({ error: { code, message: expect.any(String), innerError: { 'request-id': expect.any(String), date: expect.any(String) } } });
+  });
+
+  it('keeps a hostile mailbox name inside one path segment (no traversal to other endpoints)', async () => {
+    const mailer = new HttpGraphMailer(emu.url, http);
+    const outcome = await mailer.sendMime('../../me/sendMail?x=', Buffer.from('To: a@x.example\r\n\r\nx\r\n'), await appToken());
+    expect(outcome).toMatchObject({ kind: 'http', status: 404, code: 'ErrorInvalidUser' });
+    expect(emu.mail.requests.at(-1)?.mailbox).toBe('../../me/sendmail?x=');
   });
 
   it('answers 401 without a token and 404 ErrorInvalidUser for an unknown mailbox', async () => {
