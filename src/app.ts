@@ -60,7 +60,7 @@ export function msalSettings(config: RelayConfig, http: HttpTransport): MsalSett
   return { tenantId, clientId, authorityHost, endpoint, auth, http };
 }
 
-export async function createGraphClients(config: RelayConfig, extraCaPem: string[] = []): Promise<{ http: HttpTransport; tokens: TokenProvider; mailer: GraphMailer }> {
+export async function createGraphClients(config: RelayConfig, extraCaPem: string[] = []): Promise<{ http: HttpTransport; tokens: TokenProvider; mailer: HttpGraphMailer }> {
   const http = await createGraphTransport(config, extraCaPem);
   const tokens = await createMsalTokenProvider(msalSettings(config, http));
   return { http, tokens, mailer: new HttpGraphMailer(config.graph.endpoint, http) };
@@ -167,7 +167,6 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let graph = await createGraphClients(config, options.extraCaPem);
   // The configuration in force (replaced by reload); read where a later reload must be seen.
   let current = config;
-  const currentConfig = () => current;
   // Declared before the scheduler exists: metrics read it lazily at scrape time.
   let scheduler: Scheduler;
   const metrics = new RelayMetrics(() => {
@@ -215,7 +214,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     spool,
     clock,
     logger,
-    settings: () => ({ ...currentConfig().bounces, hostname: currentConfig().smtp.hostname }),
+    settings: () => ({ ...current.bounces, hostname: current.smtp.hostname }),
     enqueue: (entry: SpoolEntry) => scheduler.enqueue(entry),
   };
   const queue = new QueueControl(spool, scheduler, clock);

@@ -166,22 +166,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     } else {
       return sendJson(res, 400, graphErrorBody(mail.newRequestId(), undefined, 'BadRequest', 'Unsupported request.'));
     }
-    const route: EmulatorRoute | null =
-      method === 'POST' && rest.length === 1 && rest[0]?.toLowerCase() === 'sendmail'
-        ? 'sendMail'
-        : method === 'GET' && rest.length === 0
-          ? 'getUser'
-          : method === 'POST' && rest.length === 1 && rest[0] === 'messages'
-            ? 'createMessage'
-            : method === 'POST' && rest.length === 4 && rest[0] === 'messages' && rest[2] === 'attachments' && rest[3] === 'createUploadSession'
-              ? 'uploadSession'
-              : method === 'POST' && rest.length === 3 && rest[0] === 'messages' && rest[2] === 'attachments'
-                ? 'uploadSession'
-                : method === 'POST' && rest.length === 3 && rest[0] === 'messages' && rest[2] === 'send'
-                  ? 'send'
-                  : method === 'DELETE' && rest.length === 2 && rest[0] === 'messages'
-                    ? 'deleteMessage'
-                    : null;
+    const route = graphRoute(method, rest);
     const requestId = mail.newRequestId();
     const clientRequestId = header(req, 'client-request-id');
     const fail = async (error: GraphError) => {
@@ -365,6 +350,21 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         server.closeAllConnections();
       }),
   };
+}
+
+/** Graph mail routes under /users/{id} or /me: method and the path segments after the mailbox. */
+const GRAPH_ROUTES: ReadonlyArray<[method: string, pattern: RegExp, route: EmulatorRoute]> = [
+  ['POST', /^sendmail$/i, 'sendMail'],
+  ['GET', /^$/, 'getUser'],
+  ['POST', /^messages$/, 'createMessage'],
+  ['POST', /^messages\/[^/]+\/attachments(\/createUploadSession)?$/, 'uploadSession'],
+  ['POST', /^messages\/[^/]+\/send$/, 'send'],
+  ['DELETE', /^messages\/[^/]+$/, 'deleteMessage'],
+];
+
+function graphRoute(method: string, rest: string[]): EmulatorRoute | null {
+  const path = rest.join('/');
+  return GRAPH_ROUTES.find(([m, pattern]) => m === method && pattern.test(path))?.[2] ?? null;
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

@@ -96,11 +96,15 @@ export function rewriteHeader(
   headerOnlyPolicy: 'skip' | 'deliver' = 'skip',
 ): HeaderRewrite {
   const visible = new Set<string>();
+  const recipientsOf = new Map<HeaderField, string[]>();
   let hasDate = false;
   let messageId: string | null = null;
   for (const field of fields) {
-    if (field.name === 'to' || field.name === 'cc') for (const address of addressesIn(field.value)) visible.add(address);
-    else if (field.name === 'date') hasDate = true;
+    if (field.name === 'to' || field.name === 'cc') {
+      const addresses = addressesIn(field.value);
+      recipientsOf.set(field, addresses);
+      for (const address of addresses) visible.add(address);
+    } else if (field.name === 'date') hasDate = true;
     else if (field.name === 'message-id' && field.value) messageId = field.value;
   }
 
@@ -110,13 +114,13 @@ export function rewriteHeader(
   const headerOnly = [...visible].filter((address) => !envelopeSet.has(address));
 
   const parts: Buffer[] = [Buffer.from(receivedField(trace, envelopeRcpts.length === 1 ? (envelopeRcpts[0] as string) : null))];
-  // An existing Bcc field is replaced, not duplicated: RFC 5322 allows one, and it must list exactly the
-  // envelope recipients that are not visible (a Bcc header naming a non-recipient would make Graph send to it).
   const hasReplyTo = fields.some((f) => f.name === 'reply-to');
   const limitToEnvelope = headerOnly.length > 0 && headerOnlyPolicy === 'skip';
   for (const field of fields) {
+    // An existing Bcc field is replaced, not duplicated: RFC 5322 allows one, and it must list exactly the
+    // envelope recipients that are not visible (a Bcc header naming a non-recipient would make Graph send to it).
     if (field.name === 'bcc') continue;
-    if (limitToEnvelope && (field.name === 'to' || field.name === 'cc') && addressesIn(field.value).some((a) => !envelopeSet.has(a))) {
+    if (limitToEnvelope && (recipientsOf.get(field) ?? []).some((a) => !envelopeSet.has(a))) {
       parts.push(...envelopeOnlyField(field, envelopeSet));
       continue;
     }

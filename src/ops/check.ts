@@ -5,7 +5,6 @@
 import type { Writable } from 'node:stream';
 import { createGraphClients } from '../app.js';
 import type { RelayConfig } from '../config/schema.js';
-import { parseGraphError } from '../graph/graph-error.js';
 import { TokenError } from '../graph/token-provider.js';
 import { formatRfc5322Date } from '../mime/rfc5322-date.js';
 import { diagnoseAadsts, diagnoseGraph, MISSING_MAIL_SEND, type Diagnosis } from './diagnosis.js';
@@ -61,13 +60,11 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
 
     const mailbox = config.graph.mailbox;
     if (!mailbox) return fail('mailbox', { cause: 'graph.mailbox is not set, so the relay has no mailbox to send from', fix: 'set graph.mailbox to the UPN of the sending mailbox' }, '');
-    const lookup = await http.request(`${config.graph.endpoint}/v1.0/users/${encodeURIComponent(mailbox)}`, { method: 'GET', headers: { authorization: `Bearer ${token}` } });
+    const { outcome: lookup } = await mailer.call('GET', `/users/${encodeURIComponent(mailbox)}`, token);
+    if (lookup.kind === 'network') return fail(`mailbox ${mailbox}`, null, `network error ${lookup.code ?? ''} ${lookup.message}`);
     if (lookup.status === 200) say(`ok    mailbox ${mailbox} exists`);
     else if (lookup.status === 403) say('note  mailbox lookup not permitted (the app needs User.Read.All only for this check, not for sending)');
-    else {
-      const info = parseGraphError(lookup.body, lookup.headers);
-      return fail(`mailbox ${mailbox} (HTTP ${lookup.status} ${info.code ?? ''})`, diagnoseGraph(lookup.status, info.code, info.message), info.message ?? '');
-    }
+    else return fail(`mailbox ${mailbox} (HTTP ${lookup.status} ${lookup.code ?? ''})`, diagnoseGraph(lookup.status, lookup.code, lookup.message), lookup.message ?? '');
 
     if (!options.sendTo) {
       say('note  no test message sent: add --send-to ADDRESS to prove sending end to end');

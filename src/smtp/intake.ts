@@ -56,8 +56,8 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
   }
 
   const lineState = { previousWasCr: false };
-  let headerChunks: Buffer[] | null = [];
-  let headerBytes = 0;
+  // The header block so far (null once it has been written out); bounded by MAX_HEADER_BYTES.
+  let headerBuffer: Buffer | null = Buffer.alloc(0);
   let received = 0;
   let rewrite: ReturnType<typeof rewriteHeader> | null = null;
   let chosen: RouteChoice | null = null;
@@ -93,32 +93,32 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
       }
       const chunk = normalizeLineEndings(raw as Buffer, lineState);
       try {
-        if (headerChunks === null) {
+        if (headerBuffer === null) {
           await writer.write(chunk);
           continue;
         }
-        headerChunks.push(chunk);
-        headerBytes += chunk.length;
-        const pending = Buffer.concat(headerChunks);
+        // Resume the search for the blank line 3 bytes before the new data (it may straddle chunks).
+        const searchFrom = Math.max(0, headerBuffer.length - 3);
+        const pending = Buffer.concat([headerBuffer, chunk]);
         // An empty header block (data starts with CRLF) ends at once.
-        const end = pending.subarray(0, 2).equals(BLANK_LINE.subarray(0, 2)) ? 0 : pending.indexOf(BLANK_LINE);
+        const end = pending.subarray(0, 2).equals(BLANK_LINE.subarray(0, 2)) ? 0 : pending.indexOf(BLANK_LINE, searchFrom);
         if (end !== -1) {
           const blockEnd = end === 0 ? 0 : end + 2;
-          headerChunks = null;
+          headerBuffer = null;
           await emitHeader(pending.subarray(0, blockEnd), pending.subarray(blockEnd));
-        } else if (headerBytes > MAX_HEADER_BYTES) {
+        } else if (pending.length > MAX_HEADER_BYTES) {
           refusal = replies.headerTooBig(MAX_HEADER_BYTES);
         } else {
-          headerChunks = [pending];
+          headerBuffer = pending;
         }
       } catch (err) {
         storageError = err;
       }
     }
     if (stream.sizeExceeded) refusal = replies.tooBig(request.maxMessageSize);
-    if (!refusal && !storageError && headerChunks !== null) {
+    if (!refusal && !storageError && headerBuffer !== null) {
       // The message ended inside its header block (no body): it is all header.
-      const pending = Buffer.concat(headerChunks);
+      const pending = headerBuffer;
       const block = pending.length === 0 || pending.subarray(-2).equals(BLANK_LINE.subarray(0, 2)) ? pending : Buffer.concat([pending, BLANK_LINE.subarray(0, 2)]);
       await emitHeader(block, Buffer.alloc(0)).catch((err: unknown) => {
         storageError = err;

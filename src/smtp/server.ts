@@ -111,8 +111,8 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
   let closing = false;
   let tlsMaterial = settings.tls ? await readTls(settings.tls) : null;
 
-  const refuse = (session: SMTPServerSession, reply: SmtpReply, reason: string) => {
-    logger.warn({ event: 'smtp.refused', client: session.remoteAddress, code: reply.responseCode, reason }, 'refused');
+  const refuse = (session: SMTPServerSession, reply: SmtpReply, reason: string, queueId?: string) => {
+    logger.warn({ event: 'smtp.refused', ...(queueId ? { queueId } : {}), client: session.remoteAddress, code: reply.responseCode, reason }, 'refused');
     deps.onRefused?.(reply.responseCode);
     return reply;
   };
@@ -227,9 +227,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
         },
         (err: unknown) => {
           const reply = err instanceof SmtpReply ? err : replies.spoolFailure();
-          logger.warn({ event: 'smtp.refused', queueId, client: session.remoteAddress, code: reply.responseCode, reason: reply.message }, 'message refused');
-          deps.onRefused?.(reply.responseCode);
-          callback(reply);
+          callback(refuse(session, reply, reply.message, queueId));
         },
       );
     },
