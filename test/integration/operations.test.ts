@@ -56,7 +56,9 @@ describe('queue commands', () => {
     await writeFile(caFile, emulator.caPem);
     const spoolDir = path.join(dir, 'queue-spool');
     // Long retry delays: deferred messages stay deferred until an operator acts.
-    await writeConfig(configFile, { ...relayConfigInput(emulator, spoolDir, { graph: { caFile }, delivery: { retry: { minDelay: '1h', maxDelay: '2h' } } }), admin: { listen: `127.0.0.1:${adminPort}` }, log: { level: 'info' } });
+    await writeConfig(configFile, { ...relayConfigInput(emulator, spoolDir, { graph: { caFile }, delivery: { retry: { minDelay: '1h', maxDelay: '2h' } } }), admin: { listen: `127.0.0.1:${adminPort}` }, log: { level: 'info' },
+      // No DSNs here: a bounce would compete with the messages for the injected faults.
+      bounces: { enabled: false } });
     const cli = async (...args: string[]) => {
       try {
         const { stdout, stderr } = await run(process.execPath, [MAIN, 'queue', ...args, '--config', configFile]);
