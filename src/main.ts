@@ -148,6 +148,46 @@ async function main(argv: string[]): Promise<number> {
     let cleanup: () => Promise<void> = async () => undefined;
     let reloadFrom: string | null = null;
     let overrides = (c: Awaited<ReturnType<typeof loadConfigFile>>) => c;
+    // Signals are taken from before the relay starts: without a handler, a SIGHUP that arrives
+    // while it starts would end the process (the default action), and a SIGTERM would skip the
+    // graceful stop. Both wait until the relay is up, then act (a CI run lost a reload this way).
+    let markStarted: (relay: RunningRelay) => void = () => undefined;
+    const started = new Promise<RunningRelay>((resolve) => (markStarted = resolve));
+    let finish: (code: number) => void = () => undefined;
+    const finished = new Promise<number>((resolve) => (finish = resolve));
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals += 1;
+      if (signals > 1) {
+        process.stderr.write(`second ${signal}: exiting now; anything not delivered stays in the spool\n`);
+        finish(EXIT.failure);
+        return;
+      }
+      void started
+        .then((running) => running.stop(10_000))
+        .then(() => cleanup())
+        .then(() => finish(EXIT.ok), () => finish(EXIT.failure));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    // Windows service wrappers and consoles send SIGBREAK (Ctrl+Break) rather than SIGTERM.
+    if (process.platform === 'win32') process.on('SIGBREAK', onSignal);
+    process.on('SIGHUP', () => {
+      void started.then((running) => {
+        if (!reloadFrom) {
+          process.stderr.write('SIGHUP: nothing to reload in demo mode\n');
+          return;
+        }
+        return loadConfigFile(reloadFrom)
+          .then((next) => running.reload(overrides(next)))
+          .then(
+            () => undefined,
+            (err: unknown) => {
+              process.stderr.write(`reload refused, the running configuration stays in force:\n${(err as Error).message}\n`);
+            },
+          );
+      });
+    });
     if (command === 'demo' || !configFile) {
       const dir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
       // Loaded only here: the emulator and its certificate tooling cost memory a real relay does not need.
@@ -190,35 +230,8 @@ async function main(argv: string[]): Promise<number> {
       reloadFrom = configFile;
     }
 
-    return await new Promise<number>((resolve) => {
-      let signals = 0;
-      const onSignal = (signal: NodeJS.Signals) => {
-        signals += 1;
-        if (signals > 1) {
-          process.stderr.write(`second ${signal}: exiting now; anything not delivered stays in the spool\n`);
-          resolve(EXIT.failure);
-          return;
-        }
-        relay
-          .stop(10_000)
-          .then(cleanup)
-          .then(() => resolve(EXIT.ok), () => resolve(EXIT.failure));
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-      // Windows service wrappers and consoles send SIGBREAK (Ctrl+Break) rather than SIGTERM.
-      if (process.platform === 'win32') process.on('SIGBREAK', onSignal);
-      if (reloadFrom) {
-        const file = reloadFrom;
-        process.on('SIGHUP', () => {
-          loadConfigFile(file)
-            .then((next) => relay.reload(overrides(next)))
-            .catch((err: unknown) => {
-              process.stderr.write(`reload refused, the running configuration stays in force:\n${(err as Error).message}\n`);
-            });
-        });
-      }
-    });
+    markStarted(relay);
+    return await finished;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);

@@ -247,7 +247,7 @@ describe('configuration reload', () => {
       const changed = { ...base, smtp: { ...(base.smtp as object), listen: '127.0.0.1:1', maxRecipients: 10 }, graph: { ...(base.graph as object), mailbox: 'second@contoso.example' }, log: { level: 'debug' } };
       await writeConfig(configFile, changed);
       relay.child.kill('SIGHUP');
-      await until(() => relay.output().includes('"event":"config.reloaded"'));
+      await until(() => relay.output().includes('"event":"config.reloaded"'), 10_000, relay.output);
       const line = JSON.parse(relay.output().split('\n').find((l) => l.includes('"event":"config.reloaded"')) as string) as { applied: string[]; needsRestart: string[] };
       expect(line.needsRestart).toEqual(['smtp.listen']);
       expect(line.applied.sort()).toEqual(['graph.mailbox', 'log.level', 'smtp.maxRecipients']);
@@ -256,7 +256,7 @@ describe('configuration reload', () => {
 
       await writeFile(configFile, 'smtp: [not, a, map]\n');
       relay.child.kill('SIGHUP');
-      await until(() => relay.output().includes('reload refused'));
+      await until(() => relay.output().includes('reload refused'), 10_000, relay.output);
       await sendOne(relay.port, 'reload-2');
       expect((await waitForDelivery(emulator, 'reload-2')).mailbox).toBe('second@contoso.example');
     } finally {
