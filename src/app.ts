@@ -14,7 +14,7 @@ import { createMsalTokenProvider, type MsalSettings } from './graph/msal-token-p
 import type { TokenProvider } from './graph/token-provider.js';
 import type { Logger } from './log.js';
 import { startSmtp, type RunningSmtp } from './smtp/server.js';
-import { FsSpool } from './spool/fs-spool.js';
+import { FsSpool, realSpoolFs } from './spool/fs-spool.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
 import { parseHostPort } from './config/units.js';
@@ -131,7 +131,13 @@ const RESTART_ONLY = [/^smtp\.listen/, /^smtp\.tls\.implicitListen/, /^spool\./,
 export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   const { config, logger } = options;
   const clock = options.clock ?? systemClock;
-  const spool = options.spool ?? new FsSpool(config.spool.dir);
+  const spool =
+    options.spool ??
+    new FsSpool(config.spool.dir, realSpoolFs, {
+      journal: config.spool.journal,
+      now: () => clock.now(),
+      onError: (event, err) => logger.error({ event, err: err.message }, 'spool background work failed; the message stays in the journal and is retried'),
+    });
   const recovery = await spool.recover();
   logger.info(
     {
@@ -141,6 +147,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       discardedPartial: recovery.discardedPartial,
       quarantined: recovery.quarantined.length,
       completedMoves: recovery.completedMoves,
+      replayedFromJournal: recovery.replayed,
     },
     'spool recovered',
   );
@@ -317,6 +324,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         const smtpClosed = smtp.close();
         const { unfinished } = await scheduler.stop(deadlineMs);
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
+        await spool.close();
         await admin?.close();
         await graph.http.close().catch(() => undefined);
         await Promise.all([...routeProfiles.values()].map((p) => p.close().catch(() => undefined)));

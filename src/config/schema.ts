@@ -225,6 +225,9 @@ export const configSchema = z.strictObject({
   spool: z
     .strictObject({
       dir: z.string().min(1).prefault('/var/spool/smtp-graph-relay'),
+      // Group commit: small messages share one fsync before their 250 (spool/journal.ts); false gives
+      // every message its own fsyncs (slower under bursts, same guarantee).
+      journal: z.boolean().prefault(true),
     })
     .prefault({}),
   delivery: z

@@ -16,6 +16,8 @@ export interface RecoveryReport {
   quarantined: Array<{ id: string; reason: string }>;
   /** Interrupted moves to failed/ that were completed. */
   completedMoves: number;
+  /** Acknowledged messages that were still in the intake journal, now filed into queue/. */
+  replayed: number;
 }
 
 export interface MessageWriter {
@@ -46,6 +48,8 @@ export interface Spool {
   /** Moves a failed message back into the queue (queue retry). */
   requeueFailed(entry: SpoolEntry): Promise<void>;
   deleteFailed(id: string): Promise<void>;
+  /** Lets background work finish (up to the deadline) and closes files; the spool is not used after. */
+  close(deadlineMs?: number): Promise<void>;
   /** Proves the spool is writable right now (readiness): create, fsync and remove a probe file. */
   probeWritable(): Promise<void>;
 }

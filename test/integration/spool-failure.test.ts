@@ -1,11 +1,15 @@
 /**
  * "250 means durable": when the durable write fails, the client gets 451 4.3.0 (and keeps the
  * message), nothing half-written stays behind, and the relay keeps serving once the disk recovers.
+ * With the intake journal (the default) the durable write before the 250 is the journal flush;
+ * filing into queue/ happens after it, so a failure there must not lose the acknowledged message.
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsSpool, realSpoolFs, type SpoolFs } from '../../src/spool/fs-spool.js';
+import { decodeRecords } from '../../src/spool/journal.js';
+import { until } from '../helpers/wait.js';
 import { startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 
@@ -14,7 +18,7 @@ const flakyFs: SpoolFs = {
   ...realSpoolFs,
   open: (async (file: string, flags?: string, mode?: number) => {
     const handle = await realSpoolFs.open(file, flags, mode);
-    if (failNext === 'fsync' && String(file).endsWith('.eml')) {
+    if (failNext === 'fsync' && /\.(eml|log)$/.test(String(file))) {
       failNext = null;
       handle.sync = handle.datasync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
     }
@@ -38,20 +42,43 @@ afterAll(async () => {
 });
 
 describe('a failing spool disk', () => {
-  it.each(['fsync', 'rename'] as const)('answers 451 4.3.0 when the %s of the durable write fails, leaving nothing behind', async (fault) => {
+  it('answers 451 4.3.0 when the fsync before the 250 fails, leaving nothing behind', async () => {
     const client = await RawSmtpClient.connect(h.port);
     await client.reply();
     await client.command('EHLO c');
-    failNext = fault;
-    const refused = await client.send('a@contoso.example', ['b@contoso.example'], `Subject: ${fault}\r\n\r\nbody\r\n`);
+    failNext = 'fsync';
+    const refused = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: fsync\r\n\r\nbody\r\n');
     expect(refused.code).toBe(451);
     expect(refused.text).toMatch(/^4\.3\.0 /);
     expect(await readdir(path.join(h.spoolDir, 'tmp'))).toEqual([]);
     expect(await readdir(path.join(h.spoolDir, 'queue'))).toEqual([]);
+    await until(async () => (await journalRecords()) === 0);
     // The same session succeeds once the disk is back.
-    const accepted = await client.send('a@contoso.example', ['b@contoso.example'], `Subject: retry\r\nX-Test-Id: disk-${fault}\r\n\r\nbody\r\n`);
+    const accepted = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: retry\r\nX-Test-Id: disk-fsync\r\n\r\nbody\r\n');
     expect(accepted.code).toBe(250);
     await client.quit();
-    await waitForDelivery(h.emulator, `disk-${fault}`);
+    await waitForDelivery(h.emulator, 'disk-fsync');
+  });
+
+  it('keeps an acknowledged message when filing it into queue/ fails once, and delivers it', async () => {
+    const client = await RawSmtpClient.connect(h.port);
+    await client.reply();
+    await client.command('EHLO c');
+    failNext = 'rename';
+    const accepted = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: rename\r\nX-Test-Id: disk-rename\r\n\r\nbody\r\n');
+    expect(accepted.code).toBe(250);
+    await client.quit();
+    await waitForDelivery(h.emulator, 'disk-rename');
+    expect(failNext).toBeNull(); // the fault really happened
   });
 });
+
+async function journalRecords(): Promise<number> {
+  let records = 0;
+  for (const name of await readdir(path.join(h.spoolDir, 'journal'))) {
+    // A segment can be deleted between the listing and the read: it then holds nothing.
+    const data = await readFile(path.join(h.spoolDir, 'journal', name)).catch(() => Buffer.alloc(0));
+    records += decodeRecords(data).records.length;
+  }
+  return records;
+}

@@ -2,7 +2,8 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FsSpool, realSpoolFs, type SpoolFs } from '../../src/spool/fs-spool.js';
+import { FsSpool, realSpoolFs, type FsSpoolOptions, type SpoolFs } from '../../src/spool/fs-spool.js';
+import { decodeRecords, encodeRecord } from '../../src/spool/journal.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 import type { NewMessage } from '../../src/spool/spool.js';
 
@@ -27,11 +28,18 @@ async function store(spool: FsSpool, body = 'Subject: s\r\n\r\nbody\r\n') {
 
 const list = async (area: string) => (await readdir(path.join(dir, area))).sort();
 
-describe('file spool', () => {
+// Both ways to "250 means durable": the group-committed journal (default) and a file commit per message.
+const modes: Array<[string, FsSpoolOptions]> = [
+  ['journal', {}],
+  ['direct', { journal: false }],
+];
+
+describe.each(modes)('file spool (%s)', (_mode, options) => {
   it('commits a message and its record into queue/ and reads them back', async () => {
-    const spool = new FsSpool(dir);
+    const spool = new FsSpool(dir, realSpoolFs, options);
     await spool.recover();
     const entry = await store(spool);
+    await spool.list('queue'); // waits for background filing
     expect(await list('queue')).toEqual([`${entry.id}.eml`, `${entry.id}.json`]);
     expect(await list('tmp')).toEqual([]);
     expect((await spool.readMessage(entry.id)).toString()).toBe('Subject: s\r\n\r\nbody\r\n');
@@ -39,49 +47,11 @@ describe('file spool', () => {
     expect(await spool.get(entry.id)).toEqual(entry);
   });
 
-  it('writes nothing into queue/ when an fsync fails, and removes the partial file', async () => {
-    const failingFs: SpoolFs = {
-      ...realSpoolFs,
-      open: (async (file: string, flags?: string, mode?: number) => {
-        const handle = await realSpoolFs.open(file, flags, mode);
-        if (String(file).endsWith('.eml')) handle.sync = handle.datasync = async () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
-        return handle;
-      }) as SpoolFs['open'],
-    };
-    const spool = new FsSpool(dir, failingFs);
-    await spool.recover();
-    const id = newQueueId();
-    const writer = await spool.beginMessage(id);
-    await writer.write(Buffer.from('x'));
-    await expect(writer.commit(meta(id))).rejects.toThrow(/EIO/);
-    await writer.abort();
-    expect(await list('queue')).toEqual([]);
-    expect(await list('tmp')).toEqual([]);
-  });
-
-  it('removes the message again when the record cannot be renamed into place', async () => {
-    const failingFs: SpoolFs = {
-      ...realSpoolFs,
-      rename: (async (from: string, to: string) => {
-        if (String(to).endsWith('.json')) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
-        return realSpoolFs.rename(from, to);
-      }) as SpoolFs['rename'],
-    };
-    const spool = new FsSpool(dir, failingFs);
-    await spool.recover();
-    const id = newQueueId();
-    const writer = await spool.beginMessage(id);
-    await writer.write(Buffer.from('x'));
-    await expect(writer.commit(meta(id))).rejects.toThrow(/ENOSPC/);
-    await writer.abort();
-    expect(await list('queue')).toEqual([]);
-    expect(await list('tmp')).toEqual([]);
-  });
-
   it('recovers after a crash: drops partial intake, keeps committed mail, quarantines corrupt records', async () => {
-    const spool = new FsSpool(dir);
+    const spool = new FsSpool(dir, realSpoolFs, options);
     await spool.recover();
     const good = await store(spool);
+    await spool.close();
     const orphan = newQueueId();
     await writeFile(path.join(dir, 'tmp', `${newQueueId()}.eml`), 'half written');
     await writeFile(path.join(dir, 'queue', `${orphan}.eml`), 'renamed but never acknowledged');
@@ -100,7 +70,7 @@ describe('file spool', () => {
   });
 
   it('moves a final failure to failed/ with its reason, and back with queue retry', async () => {
-    const spool = new FsSpool(dir);
+    const spool = new FsSpool(dir, realSpoolFs, options);
     await spool.recover();
     const entry = await store(spool);
     await spool.moveToFailed({ ...entry, failedAt: 1, failReason: 'HTTP 400 ErrorInvalidRecipients' });
@@ -113,9 +83,10 @@ describe('file spool', () => {
   });
 
   it('finishes a move to failed/ that a crash interrupted', async () => {
-    const spool = new FsSpool(dir);
+    const spool = new FsSpool(dir, realSpoolFs, options);
     await spool.recover();
     const entry = await store(spool);
+    await spool.close();
     // Simulate: failed/ record written, queue/ files not yet removed.
     await writeFile(path.join(dir, 'failed', `${entry.id}.json`), JSON.stringify({ ...entry, failReason: 'x', failedAt: 1 }));
     await writeFile(path.join(dir, 'failed', `${entry.id}.eml`), await readFile(path.join(dir, 'queue', `${entry.id}.eml`)));
@@ -126,7 +97,7 @@ describe('file spool', () => {
   });
 
   it('updates delivery state atomically and removes delivered mail', async () => {
-    const spool = new FsSpool(dir);
+    const spool = new FsSpool(dir, realSpoolFs, options);
     await spool.recover();
     const entry = await store(spool);
     await spool.update({ ...entry, attempts: 2, nextAttemptAt: 42, lastError: { at: 1, kind: 'transient', message: 'HTTP 429', requestId: 'r-1' } });
@@ -134,5 +105,176 @@ describe('file spool', () => {
     await spool.remove(entry.id);
     expect(await list('queue')).toEqual([]);
     expect(await list('tmp')).toEqual([]);
+  });
+});
+
+describe('file spool, direct commit (spool.journal: false)', () => {
+  it('writes nothing into queue/ when an fsync fails, and removes the partial file', async () => {
+    const failingFs: SpoolFs = {
+      ...realSpoolFs,
+      open: (async (file: string, flags?: string, mode?: number) => {
+        const handle = await realSpoolFs.open(file, flags, mode);
+        if (String(file).endsWith('.eml')) handle.sync = handle.datasync = async () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+        return handle;
+      }) as SpoolFs['open'],
+    };
+    const spool = new FsSpool(dir, failingFs, { journal: false });
+    await spool.recover();
+    const id = newQueueId();
+    const writer = await spool.beginMessage(id);
+    await writer.write(Buffer.from('x'));
+    await expect(writer.commit(meta(id))).rejects.toThrow(/EIO/);
+    await writer.abort();
+    expect(await list('queue')).toEqual([]);
+    expect(await list('tmp')).toEqual([]);
+  });
+
+  it('removes the message again when the record cannot be renamed into place', async () => {
+    const failingFs: SpoolFs = {
+      ...realSpoolFs,
+      rename: (async (from: string, to: string) => {
+        if (String(to).endsWith('.json')) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+        return realSpoolFs.rename(from, to);
+      }) as SpoolFs['rename'],
+    };
+    const spool = new FsSpool(dir, failingFs, { journal: false });
+    await spool.recover();
+    const id = newQueueId();
+    const writer = await spool.beginMessage(id);
+    await writer.write(Buffer.from('x'));
+    await expect(writer.commit(meta(id))).rejects.toThrow(/ENOSPC/);
+    await writer.abort();
+    expect(await list('queue')).toEqual([]);
+    expect(await list('tmp')).toEqual([]);
+  });
+});
+
+/** Wraps the real file system so that one kind of call fails while `failing()` says so. */
+function faultyFs(failing: { datasyncOf?: RegExp; renameTo?: RegExp; count?: { journalSyncs: number } }): SpoolFs {
+  return {
+    ...realSpoolFs,
+    open: (async (file: string, flags?: string, mode?: number) => {
+      const handle = await realSpoolFs.open(file, flags, mode);
+      const name = String(file);
+      if (name.endsWith('.log') && failing.count) {
+        const datasync = handle.datasync.bind(handle);
+        handle.datasync = async () => {
+          (failing.count as { journalSyncs: number }).journalSyncs += 1;
+          return datasync();
+        };
+      }
+      if (failing.datasyncOf?.test(name)) handle.sync = handle.datasync = async () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+      return handle;
+    }) as SpoolFs['open'],
+    rename: (async (from: string, to: string) => {
+      if (failing.renameTo?.test(String(to))) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      return realSpoolFs.rename(from, to);
+    }) as SpoolFs['rename'],
+  };
+}
+
+/** Records recovery would replay (an empty spare segment, created ahead of need, holds none). */
+async function journalRecords(): Promise<number> {
+  let records = 0;
+  for (const name of await list('journal')) {
+    // A segment can be deleted between the listing and the read: it then holds nothing.
+    const data = await readFile(path.join(dir, 'journal', name)).catch(() => Buffer.alloc(0));
+    records += decodeRecords(data).records.length;
+  }
+  return records;
+}
+
+async function eventually(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached within 5 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('intake journal', () => {
+  it('acknowledges concurrent messages with fewer flushes than messages (group commit), then files each', async () => {
+    const count = { journalSyncs: 0 };
+    const spool = new FsSpool(dir, faultyFs({ count }));
+    await spool.recover();
+    const entries = await Promise.all(Array.from({ length: 16 }, (_, i) => store(spool, `Subject: ${i}\r\n\r\nbody ${i}\r\n`)));
+    expect(count.journalSyncs).toBeGreaterThan(0);
+    expect(count.journalSyncs).toBeLessThan(16);
+    expect((await spool.list('queue')).map((e) => e.id).sort()).toEqual(entries.map((e) => e.id).sort());
+    for (const [i, entry] of entries.entries()) expect((await spool.readMessage(entry.id)).toString()).toBe(`Subject: ${i}\r\n\r\nbody ${i}\r\n`);
+    await eventually(async () => (await journalRecords()) === 0);
+  });
+
+  it('fails the commit when the journal flush fails, and leaves nothing behind', async () => {
+    const spool = new FsSpool(dir, faultyFs({ datasyncOf: /\.log$/ }));
+    await spool.recover();
+    await expect(store(spool)).rejects.toThrow(/EIO/);
+    await eventually(async () => (await journalRecords()) === 0);
+    expect(await list('queue')).toEqual([]);
+    expect(await list('tmp')).toEqual([]);
+  });
+
+  it('keeps an acknowledged message in the journal while filing fails, and files it once the disk recovers', async () => {
+    const failing: { renameTo?: RegExp } = { renameTo: /queue.*\.json$/ };
+    const errors: string[] = [];
+    const spool = new FsSpool(dir, faultyFs(failing), { onError: (event) => errors.push(event) });
+    await spool.recover();
+    const entry = await store(spool);
+    await eventually(async () => errors.length > 0);
+    expect(errors[0]).toBe('spool.filing_failed');
+    expect(await journalRecords()).toBe(1);
+    delete failing.renameTo;
+    expect(await spool.get(entry.id)).toEqual(entry); // waits for the retried filing
+    await eventually(async () => (await journalRecords()) === 0);
+  });
+
+  it('after a crash, files acknowledged messages that were only in the journal, skips filed ones and drops a torn tail', async () => {
+    // A spool that can never file: the message exists only in the journal when the "crash" comes.
+    const crashed = new FsSpool(dir, faultyFs({ renameTo: /queue.*\.json$/ }));
+    await crashed.recover();
+    const onlyInJournal = await store(crashed, 'Subject: journal only\r\n\r\nbody\r\n');
+    let segment: string | undefined;
+    for (const name of await list('journal')) if (decodeRecords(await readFile(path.join(dir, 'journal', name))).records.length > 0) segment = name;
+    // Add a record for a message already filed, and half a record (a flush the crash interrupted).
+    const filed = await store(new FsSpool(dir, realSpoolFs, { journal: false }));
+    const filedRecord = Buffer.concat(encodeRecord(Buffer.from(JSON.stringify(filed)), Buffer.from('Subject: filed\r\n\r\nx\r\n')));
+    const torn = Buffer.concat(encodeRecord(Buffer.from(JSON.stringify({ ...filed, id: newQueueId() })), Buffer.from('torn'))).subarray(0, 30);
+    await writeFile(path.join(dir, 'journal', segment as string), Buffer.concat([await readFile(path.join(dir, 'journal', segment as string)), filedRecord, torn]));
+    expect(decodeRecords(await readFile(path.join(dir, 'journal', segment as string))).records).toHaveLength(2);
+
+    const report = await new FsSpool(dir).recover();
+    expect(report.replayed).toBe(1);
+    expect(report.discardedPartial).toBe(1);
+    expect(report.queued.map((e) => e.id).sort()).toEqual([onlyInJournal.id, filed.id].sort());
+    expect((await readFile(path.join(dir, 'queue', `${onlyInJournal.id}.eml`))).toString()).toBe('Subject: journal only\r\n\r\nbody\r\n');
+    expect(await list('journal')).toEqual([]);
+  });
+
+  it('never files a delivered message again, even when the restart finds it still in the journal', async () => {
+    // Filing works, but the journal segment cannot be deleted: the crash finds the record there.
+    const stuck: SpoolFs = { ...realSpoolFs, unlink: ((file: string) => (String(file).endsWith('.log') ? new Promise(() => undefined) : realSpoolFs.unlink(file))) as SpoolFs['unlink'] };
+    const spool = new FsSpool(dir, stuck);
+    await spool.recover();
+    const delivered = await store(spool);
+    const waiting = await store(spool);
+    await spool.list('queue'); // both filed
+    await spool.remove(delivered.id);
+    expect(await list('queue')).toEqual([`${delivered.id}.done`, `${waiting.id}.eml`, `${waiting.id}.json`].sort());
+    expect(await journalRecords()).toBe(2);
+    const report = await new FsSpool(dir).recover();
+    expect(report.replayed).toBe(0);
+    expect(report.queued.map((e) => e.id)).toEqual([waiting.id]);
+    expect(await list('queue')).toEqual([`${waiting.id}.eml`, `${waiting.id}.json`]);
+    expect(await journalRecords()).toBe(0);
+  });
+
+  it('files big messages directly (no journal), and so does intake when the filing backlog is full', async () => {
+    const count = { journalSyncs: 0 };
+    const spool = new FsSpool(dir, faultyFs({ count }), { journalMessageBytes: 1024, journalBacklogBytes: 0 });
+    await spool.recover();
+    const big = await store(spool, `Subject: big\r\n\r\n${'x'.repeat(2000)}\r\n`);
+    const small = await store(spool);
+    expect(count.journalSyncs).toBe(0);
+    expect(await list('queue')).toEqual([`${big.id}.eml`, `${big.id}.json`, `${small.id}.eml`, `${small.id}.json`].sort());
   });
 });
