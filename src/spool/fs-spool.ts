@@ -476,7 +476,11 @@ export class FsSpool implements Spool {
       // until the segment is deleted. Waiting for the segment instead kept delivered messages in
       // queue/ for as long as filing lagged intake, and a crash then sent them again (16 of 151 in
       // the SIGKILL test under load).
-      await this.fs.rename(this.file('queue', id, 'json'), this.doneMarker(id));
+      try {
+        await this.fs.rename(this.file('queue', id, 'json'), this.doneMarker(id));
+      } catch (err) {
+        if (!isMissing(err)) throw err; // already removed (a delete raced a delivery): nothing to mark
+      }
       await this.unlinkQuietly(this.file('queue', id, 'eml'));
       void segment.retired.then(() => this.unlinkQuietly(this.doneMarker(id))).catch(() => undefined);
       return;
