@@ -38,13 +38,36 @@ interface MailboxState {
   /** No request to this mailbox before this time (Graph's Retry-After). */
   pausedUntil: number;
   ready: SpoolEntry[];
-  /** Dispatch times in the last minute, and (time, recipients) in the last day: pacing. */
+  /** Dispatch times in the last minute, and recipients in the last day in minute buckets: pacing. */
   sentTimes: number[];
   sentRecipients: Array<{ at: number; count: number }>;
 }
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
+
+/**
+ * Records a dispatch in the pacing windows. Both are pruned from the front (times only grow), and
+ * the day window keeps one bucket per minute (at most 1,440, `at` = the bucket's last send, so a
+ * bucket leaves the window no earlier than its last recipient did). Copying the whole day's sends
+ * on every dispatch cost O(sends per day) each time: at Graph's 40 msg/s, 3.4 million entries.
+ */
+export function recordSend(state: Pick<MailboxState, 'sentTimes' | 'sentRecipients'>, recipients: number, now: number): void {
+  let old = 0;
+  while (old < state.sentTimes.length && (state.sentTimes[old] as number) <= now - MINUTE) old += 1;
+  if (old > 0) state.sentTimes.splice(0, old);
+  state.sentTimes.push(now);
+  old = 0;
+  while (old < state.sentRecipients.length && (state.sentRecipients[old] as { at: number }).at <= now - DAY) old += 1;
+  if (old > 0) state.sentRecipients.splice(0, old);
+  const last = state.sentRecipients[state.sentRecipients.length - 1];
+  if (last && Math.floor(last.at / MINUTE) === Math.floor(now / MINUTE)) {
+    last.at = now;
+    last.count += recipients;
+  } else {
+    state.sentRecipients.push({ at: now, count: recipients });
+  }
+}
 
 /**
  * When the next message for a mailbox may go, given Exchange's per-mailbox limits; `now` when it
@@ -208,8 +231,7 @@ export class Scheduler {
           break;
         }
         state.ready.shift();
-        state.sentTimes = [...state.sentTimes.filter((t) => t > now - MINUTE), now];
-        state.sentRecipients = [...state.sentRecipients.filter((r) => r.at > now - DAY), { at: now, count: next.envelope.rcptTo.length }];
+        recordSend(state, next.envelope.rcptTo.length, now);
         this.dispatch(state, next);
       }
     }

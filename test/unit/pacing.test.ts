@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AttemptResult } from '../../src/delivery/attempt.js';
-import { pacedUntil, Scheduler } from '../../src/delivery/scheduler.js';
+import { pacedUntil, recordSend, Scheduler } from '../../src/delivery/scheduler.js';
 import { silentLogger } from '../../src/log.js';
 import type { SpoolEntry } from '../../src/spool/entry.js';
 import { FsSpool } from '../../src/spool/fs-spool.js';
@@ -25,6 +25,23 @@ describe('per-mailbox pacing (pure)', () => {
     ];
     expect(pacedUntil({ ...empty, sentRecipients }, 100, 7_200_000, { recipientsPerDay: 10_000 })).toBe(7_200_000);
     expect(pacedUntil({ ...empty, sentRecipients }, 101, 7_200_000, { recipientsPerDay: 10_000 })).toBe(86_400_000);
+  });
+
+  it('keeps its windows bounded at any rate: a day at 4 msg/s leaves at most 1,440 day buckets and a minute of times', () => {
+    const state = { sentTimes: [] as number[], sentRecipients: [] as Array<{ at: number; count: number }> };
+    const day = 86_400_000;
+    for (let t = 0; t < day + 3_600_000; t += 250) recordSend(state, 2, t);
+    const now = day + 3_600_000;
+    expect(state.sentRecipients.length).toBeLessThanOrEqual(1440);
+    expect(state.sentTimes.length).toBeLessThanOrEqual(60 * 4);
+    // The last day's recipients are all still counted: 24 h at 4/s x 2 = 691,200 (a bucket straddling
+    // the window's start may still count up to one minute's worth more: conservative).
+    const counted = state.sentRecipients.reduce((sum, r) => sum + r.count, 0);
+    expect(counted).toBeGreaterThanOrEqual(691_200);
+    expect(counted).toBeLessThanOrEqual(691_200 + 60 * 4 * 2);
+    // So a 10,000-recipient budget holds the next message until old buckets leave the window.
+    expect(pacedUntil(state, 1, now, { recipientsPerDay: 10_000 })).toBeGreaterThan(now);
+    expect(pacedUntil(state, 1, now, { messagesPerMinute: 30 })).toBeGreaterThan(now);
   });
 
   it('does nothing when the limits are off', () => {
