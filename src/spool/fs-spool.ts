@@ -18,7 +18,7 @@ import { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { DirSyncer } from './dir-sync.js';
 import { parseEntry, serializeEntry, type SpoolEntry } from './entry.js';
-import { decodeRecords, IntakeJournal, type Segment } from './journal.js';
+import { decodeRecords, IntakeJournal, type JournalLocation, type Segment } from './journal.js';
 import { isQueueId } from './queue-id.js';
 import type { MessageWriter, NewMessage, RecoveryReport, Spool } from './spool.js';
 
@@ -56,7 +56,7 @@ export interface FsSpoolOptions {
    * (which reads byte ranges through messagePath) only ever sees messages filed directly.
    */
   journalMessageBytes?: number;
-  /** Acknowledged bytes waiting to be filed, held in memory; above this intake files directly (backpressure). */
+  /** Acknowledged bytes in the journal waiting to be filed; above this intake files directly (bounds journal/). */
   journalBacklogBytes?: number;
   /** Reports background problems (filing retried, a journal segment not deleted); the spool keeps going. */
   onError?: (event: string, err: Error) => void;
@@ -64,7 +64,10 @@ export interface FsSpoolOptions {
 }
 
 const DEFAULT_JOURNAL_MESSAGE_BYTES = 256 * 1024;
-const DEFAULT_JOURNAL_BACKLOG_BYTES = 32 * 1024 * 1024;
+// Filing reads messages back from the journal, so the backlog costs disk, not memory. A burst of
+// 5,000 10 KB alerts is 50 MB; at 32 MB the last third of such a burst took the slow direct path
+// (2,270 -> 1,600 msg/s over reused connections, bench/README.md).
+const DEFAULT_JOURNAL_BACKLOG_BYTES = 256 * 1024 * 1024;
 // One filing at a time: filing competes with intake for the disk and the two cores; measured with
 // smtp-source (8 sessions, 10 KB), 1 gave ~1,650 msg/s over reused connections, 2 ~1,150, 4 ~1,050.
 const FILING_CONCURRENCY = 1;
@@ -334,8 +337,8 @@ export class FsSpool implements Spool {
         if (journal && !handle && this.backlogBytes + size <= this.journalBacklogBytes) {
           const body = Buffer.concat(held, size);
           held = [];
-          const segment = await journal.append(Buffer.from(JSON.stringify(entry)), body);
-          this.fileLater(entry, body, segment);
+          const location = await journal.append(Buffer.from(JSON.stringify(entry)), body);
+          this.fileLater(entry, location);
           return entry;
         }
         const file = handle ?? (await spill());
@@ -354,9 +357,11 @@ export class FsSpool implements Spool {
   }
 
   /** Files a journaled (already acknowledged) message into queue/ in the background, retrying until it is. */
-  private fileLater(entry: SpoolEntry, body: Buffer, segment: Segment): void {
-    const id = entry.id;
-    this.backlogBytes += body.length;
+  private fileLater(entry: SpoolEntry, location: JournalLocation): void {
+    const { id } = entry;
+    const { segment } = location;
+    const journal = this.journal as IntakeJournal;
+    this.backlogBytes += location.length;
     this.unfiled.add(id);
     this.segmentOf.set(id, segment);
     void segment.retired.then(() => this.segmentOf.delete(id));
@@ -364,8 +369,8 @@ export class FsSpool implements Spool {
       for (let attempt = 0; !this.stopping || attempt === 0; attempt++) {
         await this.filingSlot();
         try {
-          await this.fileIntoQueue(entry, () => this.writeDurable(this.file('tmp', id, 'eml'), body), () => this.unfiled.delete(id));
-          this.journal?.settle(segment);
+          await this.fileIntoQueue(entry, async () => this.writeDurable(this.file('tmp', id, 'eml'), await journal.read(location)), () => this.unfiled.delete(id));
+          journal.settle(segment);
           return;
         } catch (err) {
           // The message stays safe in the journal (its segment is kept); filing is tried again.
@@ -376,7 +381,7 @@ export class FsSpool implements Spool {
         await new Promise((r) => setTimeout(r, FILING_RETRY_MS[Math.min(attempt, FILING_RETRY_MS.length - 1)]));
       }
     })().finally(() => {
-      this.backlogBytes -= body.length;
+      this.backlogBytes -= location.length;
       this.filing.delete(id);
     });
     this.filing.set(id, filed);

@@ -80,10 +80,19 @@ interface OpenSegment extends Segment {
   markRetired: () => void;
 }
 
+/** Where a journaled message's bytes are: filing reads them back from there (memory stays bounded). */
+export interface JournalLocation {
+  segment: Segment;
+  offset: number;
+  length: number;
+}
+
 interface PendingAppend {
   buffers: Buffer[];
   bytes: number;
-  resolve: (segment: Segment) => void;
+  /** Offset of the body within the record. */
+  bodyAt: number;
+  resolve: (location: JournalLocation) => void;
   reject: (err: unknown) => void;
 }
 
@@ -111,14 +120,27 @@ export class IntakeJournal {
     private readonly options: JournalOptions,
   ) {}
 
-  /** Appends one record; resolves with its segment once the record is flushed to disk. */
-  append(meta: Buffer, body: Buffer): Promise<Segment> {
+  /** Appends one record; resolves with where its body is once the record is flushed to disk. */
+  append(meta: Buffer, body: Buffer): Promise<JournalLocation> {
     if (!this.accepting) return Promise.reject(new Error('the intake journal is closed'));
-    return new Promise<Segment>((resolve, reject) => {
+    return new Promise<JournalLocation>((resolve, reject) => {
       const buffers = encodeRecord(meta, body);
-      this.pending.push({ buffers, bytes: HEADER_BYTES + meta.length + body.length, resolve, reject });
+      this.pending.push({ buffers, bytes: HEADER_BYTES + meta.length + body.length, bodyAt: HEADER_BYTES + meta.length, resolve, reject });
       if (!this.flushing) void this.flush();
     });
+  }
+
+  /** Reads a journaled message back (for filing); its segment stays open until the message is settled. */
+  async read(location: JournalLocation): Promise<Buffer> {
+    const { handle } = location.segment as OpenSegment;
+    const body = Buffer.allocUnsafe(location.length);
+    let done = 0;
+    while (done < body.length) {
+      const { bytesRead } = await handle.read(body, done, body.length - done, location.offset + done);
+      if (bytesRead === 0) throw new Error(`journal ${location.segment.file} ends before offset ${location.offset + location.length}`);
+      done += bytesRead;
+    }
+    return body;
   }
 
   /** A message of this segment is now filed (durably) in queue/. */
@@ -150,13 +172,18 @@ export class IntakeJournal {
       try {
         segment = await this.writableSegment();
         segment.flushing = true;
+        const start = segment.size;
         const bytes = batch.reduce((sum, p) => sum + p.bytes, 0);
-        await writevAll(segment.handle, batch.flatMap((p) => p.buffers), segment.size);
+        await writevAll(segment.handle, batch.flatMap((p) => p.buffers), start);
         segment.size += bytes;
         await segment.handle.datasync();
         segment.acked += batch.length;
         segment.flushing = false;
-        for (const p of batch) p.resolve(segment);
+        let at = start;
+        for (const p of batch) {
+          p.resolve({ segment, offset: at + p.bodyAt, length: p.bytes - p.bodyAt });
+          at += p.bytes;
+        }
         if (segment.size >= this.options.maxSegmentBytes || this.options.now() - segment.openedAt >= this.options.maxSegmentAgeMs) this.seal(segment);
       } catch (err) {
         // Whatever reached the file is never appended after: the segment is sealed (and deleted
@@ -186,7 +213,8 @@ export class IntakeJournal {
 
   private async createSegment(): Promise<OpenSegment> {
     const file = path.join(this.dir, `${newQueueId(this.options.now())}.log`);
-    const handle = await this.fs.open(file, 'wx', 0o600);
+    // Read and write: filing reads the messages back from here.
+    const handle = await this.fs.open(file, 'wx+', 0o600);
     try {
       // The segment's directory entry must be durable before anything in it is acknowledged.
       await this.dirSyncer.sync();
