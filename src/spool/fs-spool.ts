@@ -140,7 +140,9 @@ export class FsSpool implements Spool {
   private async writeDurable(file: string, content: string | Buffer): Promise<void> {
     const handle = await this.fs.open(file, 'wx', 0o600);
     try {
-      await handle.writeFile(content);
+      const data = typeof content === 'string' ? Buffer.from(content) : content;
+      let written = 0;
+      while (written < data.length) written += (await handle.write(data, written, data.length - written)).bytesWritten;
       await handle.datasync();
     } finally {
       await handle.close();
