@@ -143,6 +143,23 @@ export class IntakeJournal {
     return body;
   }
 
+  /**
+   * Resolves when no flush is running or waiting, or after `maxWaitMs`: background filing yields
+   * to acknowledgements during a burst without ever stopping.
+   */
+  quiet(maxWaitMs: number): Promise<void> {
+    if (!this.flushing && this.pending.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, maxWaitMs);
+      this.quietWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private quietWaiters: Array<() => void> = [];
+
   /** A message of this segment is now filed (durably) in queue/. */
   settle(segment: Segment): void {
     const open = segment as OpenSegment;
@@ -196,6 +213,7 @@ export class IntakeJournal {
       }
     }
     this.flushing = false;
+    for (const waiter of this.quietWaiters.splice(0)) waiter();
     if (this.current) this.maybeRetire(this.current);
   }
 

@@ -268,6 +268,34 @@ describe('intake journal', () => {
     expect(await journalRecords()).toBe(0);
   });
 
+  it('reads a message from the journal before it is filed, and never files (or resends) one delivered first', async () => {
+    // The first filing hangs (its tmp file never opens), so the second message waits unfiled.
+    let hung = false;
+    const hangFirstFiling: SpoolFs = {
+      ...realSpoolFs,
+      open: ((file: string, flags?: string, mode?: number) => {
+        if (!hung && /tmp.*\.eml$/.test(String(file))) {
+          hung = true;
+          return new Promise(() => undefined);
+        }
+        return realSpoolFs.open(file, flags, mode);
+      }) as SpoolFs['open'],
+    };
+    const spool = new FsSpool(dir, hangFirstFiling);
+    await spool.recover();
+    const stuck = await store(spool, 'Subject: stuck\r\n\r\nbody\r\n');
+    const early = await store(spool, 'Subject: early\r\n\r\nbody\r\n');
+    await eventually(async () => hung);
+    expect((await spool.readMessage(early.id)).toString()).toBe('Subject: early\r\n\r\nbody\r\n');
+    await spool.remove(early.id);
+    expect(await list('queue')).toEqual([`${early.id}.done`]);
+    // A restart files the stuck one from the journal and skips the delivered one.
+    const report = await new FsSpool(dir).recover();
+    expect(report.replayed).toBe(1);
+    expect(report.queued.map((e) => e.id)).toEqual([stuck.id]);
+    expect(await list('queue')).toEqual([`${stuck.id}.eml`, `${stuck.id}.json`]);
+  });
+
   it('files big messages directly (no journal), and so does intake when the filing backlog is full', async () => {
     const count = { journalSyncs: 0 };
     const spool = new FsSpool(dir, faultyFs({ count }), { journalMessageBytes: 1024, journalBacklogBytes: 0 });
