@@ -14,6 +14,7 @@ export class DirSyncer {
   constructor(
     private readonly dir: string,
     private readonly openDir: OpenDir,
+    private readonly platform: NodeJS.Platform = process.platform,
   ) {}
 
   sync(): Promise<void> {
@@ -36,6 +37,10 @@ export class DirSyncer {
   }
 
   private async syncOnce(): Promise<void> {
+    // Windows cannot flush a directory: FlushFileBuffers on a directory handle fails with EPERM
+    // (nodejs/node#3879), which would turn every commit into a 451. NTFS journals the rename
+    // itself; the files are still flushed before the 250 (README, "Windows").
+    if (this.platform === 'win32') return;
     const handle = await this.openDir(this.dir);
     try {
       await handle.sync();

@@ -2,6 +2,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DirSyncer } from '../../src/spool/dir-sync.js';
 import { FsSpool, realSpoolFs, type FsSpoolOptions, type SpoolFs } from '../../src/spool/fs-spool.js';
 import { decodeRecords, encodeRecord } from '../../src/spool/journal.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
@@ -304,5 +305,18 @@ describe('intake journal', () => {
     const small = await store(spool);
     expect(count.journalSyncs).toBe(0);
     expect(await list('queue')).toEqual([`${big.id}.eml`, `${big.id}.json`, `${small.id}.eml`, `${small.id}.json`].sort());
+  });
+});
+
+describe('directory fsync', () => {
+  it('is skipped on Windows, where a directory cannot be flushed (EPERM), instead of failing every commit', async () => {
+    let opened = 0;
+    const eperm = async () => {
+      opened += 1;
+      return { sync: async () => Promise.reject(Object.assign(new Error('EPERM: operation not permitted, fsync'), { code: 'EPERM' })), close: async () => undefined };
+    };
+    await expect(new DirSyncer(dir, eperm, 'win32').sync()).resolves.toBeUndefined();
+    expect(opened).toBe(0);
+    await expect(new DirSyncer(dir, eperm, 'linux').sync()).rejects.toThrow(/EPERM/);
   });
 });
