@@ -153,6 +153,8 @@ async function main(argv: string[]): Promise<number> {
     // graceful stop. Both wait until the relay is up, then act (a CI run lost a reload this way).
     let markStarted: (relay: RunningRelay) => void = () => undefined;
     const started = new Promise<RunningRelay>((resolve) => (markStarted = resolve));
+    let isStarted = false;
+    void started.then(() => (isStarted = true));
     let finish: (code: number) => void = () => undefined;
     const finished = new Promise<number>((resolve) => (finish = resolve));
     let signals = 0;
@@ -161,6 +163,8 @@ async function main(argv: string[]): Promise<number> {
       if (signals > 1) {
         process.stderr.write(`second ${signal}: exiting now; anything not delivered stays in the spool\n`);
         finish(EXIT.failure);
+        // Still starting, nothing awaits `finished` yet: leave at once.
+        if (!isStarted) process.exit(EXIT.failure);
         return;
       }
       void started

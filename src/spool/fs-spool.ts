@@ -378,9 +378,11 @@ export class FsSpool implements Spool {
     void segment.retired.then(() => this.segmentOf.delete(id));
     this.locationOf.set(id, location);
     const filed = (async () => {
-      for (let attempt = 0; !this.stopping || attempt === 0; attempt++) {
+      for (let attempt = 0; ; attempt++) {
         await this.filingSlot();
         try {
+          // Stopping: what is not filed yet stays in the journal and is filed at the next start.
+          if (this.stopping) return;
           await journal.quiet(FILING_YIELD_MS);
           if (this.cancelled.delete(id)) {
             // Delivered before its turn: nothing to file (its .done marker stands in for it).

@@ -297,6 +297,32 @@ describe('intake journal', () => {
     expect(await list('queue')).toEqual([`${stuck.id}.eml`, `${stuck.id}.json`]);
   });
 
+  it('stops filing at close, leaving the rest in the journal for the next start (no errors)', async () => {
+    // The first filing is slow, so close() finds two messages still waiting for their turn.
+    let slowed = false;
+    const slowFirstFiling: SpoolFs = {
+      ...realSpoolFs,
+      open: (async (file: string, flags?: string, mode?: number) => {
+        if (!slowed && /tmp.*\.eml$/.test(String(file))) {
+          slowed = true;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        return realSpoolFs.open(file, flags, mode);
+      }) as SpoolFs['open'],
+    };
+    const errors: string[] = [];
+    const spool = new FsSpool(dir, slowFirstFiling, { onError: (event) => errors.push(event) });
+    await spool.recover();
+    const entries = [await store(spool), await store(spool), await store(spool)];
+    await eventually(async () => slowed);
+    await spool.close(10);
+    await new Promise((r) => setTimeout(r, 400)); // the slow filing finishes; the others must not start
+    expect(errors).toEqual([]);
+    const report = await new FsSpool(dir).recover();
+    expect(report.replayed).toBe(2);
+    expect(report.queued.map((e) => e.id).sort()).toEqual(entries.map((e) => e.id).sort());
+  });
+
   it('files big messages directly (no journal), and so does intake when the filing backlog is full', async () => {
     const count = { journalSyncs: 0 };
     const spool = new FsSpool(dir, faultyFs({ count }), { journalMessageBytes: 1024, journalBacklogBytes: 0 });
