@@ -69,7 +69,8 @@ const DEFAULT_JOURNAL_MESSAGE_BYTES = 256 * 1024;
 // (2,270 -> 1,600 msg/s over reused connections, bench/README.md).
 const DEFAULT_JOURNAL_BACKLOG_BYTES = 256 * 1024 * 1024;
 // One filing at a time: filing competes with intake for the disk and the two cores; measured with
-// smtp-source (8 sessions, 10 KB), 1 gave ~1,650 msg/s over reused connections, 2 ~1,150, 4 ~1,050.
+// smtp-source (8 sessions, 10 KB, before filing yielded to flushes), 1 gave ~1,650 msg/s over
+// reused connections, 2 ~1,150, 4 ~1,050.
 const FILING_CONCURRENCY = 1;
 // Filing yields to journal flushes (acknowledgements) for up to 10 ms each time, so a burst is
 // acknowledged first and filed after, yet filing never stops: at least ~100 messages/s under
@@ -90,7 +91,7 @@ export class FsSpool implements Spool {
   private readonly journalMessageBytes: number;
   private readonly journalBacklogBytes: number;
   private readonly onError: (event: string, err: Error) => void;
-  /** Journaled messages not yet filed: readers of that message wait for its filing. */
+  /** Journaled messages not yet filed: state changes (update, move, remove) wait for the filing. */
   private readonly filing = new Map<string, Promise<void>>();
   /** ...and among them, those whose record is not yet in queue/ (for count()). */
   private readonly unfiled = new Set<string>();
@@ -119,9 +120,8 @@ export class FsSpool implements Spool {
       options.journal === false
         ? null
         : new IntakeJournal(this.dir('journal'), this.fs, this.syncers.journal, {
-            // A delivered message's removal waits for its segment to be deleted, and a crash in that
-            // wait repeats the delivery: segments are sealed after 50 ms (below one Graph round trip,
-            // ~100 ms) so they are usually gone before the first delivery of their messages ends.
+            // Sealed at 4 MB or after 50 ms, so a segment is deleted soon after its messages are
+            // filed; until then a delivered message leaves a .done marker (see remove()).
             maxSegmentBytes: 4 * 1024 * 1024,
             maxSegmentAgeMs: 50,
             now: options.now ?? Date.now,
