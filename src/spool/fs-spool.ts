@@ -93,8 +93,8 @@ export class FsSpool implements Spool {
   private readonly onError: (event: string, err: Error) => void;
   /** Journaled messages not yet filed: state changes (update, move, remove) wait for the filing. */
   private readonly filing = new Map<string, Promise<void>>();
-  /** ...and among them, those whose record is not yet in queue/ (for count()). */
-  private readonly unfiled = new Set<string>();
+  /** ...and among them, those whose record is not yet in queue/: listed from memory, not waited for. */
+  private readonly unfiled = new Map<string, SpoolEntry>();
   /** The journal segment of each journaled message: removal waits until that segment is deleted. */
   private readonly segmentOf = new Map<string, Segment>();
   /** Where each unfiled message is in the journal: delivery reads it from there without waiting. */
@@ -373,7 +373,7 @@ export class FsSpool implements Spool {
     const { segment } = location;
     const journal = this.journal as IntakeJournal;
     this.backlogBytes += location.length;
-    this.unfiled.add(id);
+    this.unfiled.set(id, entry);
     this.segmentOf.set(id, segment);
     void segment.retired.then(() => this.segmentOf.delete(id));
     this.locationOf.set(id, location);
@@ -470,7 +470,9 @@ export class FsSpool implements Spool {
 
   async get(id: string, where: 'queue' | 'failed' = 'queue'): Promise<SpoolEntry | null> {
     if (!isQueueId(id)) return null;
-    if (where === 'queue') await this.filed(id);
+    const unfiled = where === 'queue' ? this.unfiled.get(id) : undefined;
+    // Nothing changes a message's state before it is filed: the accepted record is current.
+    if (unfiled) return { ...unfiled };
     try {
       const entry = parseEntry(await this.fs.readFile(this.file(where, id, 'json'), 'utf8'));
       return entry instanceof Error ? null : entry;
@@ -481,14 +483,15 @@ export class FsSpool implements Spool {
   }
 
   async list(where: 'queue' | 'failed'): Promise<SpoolEntry[]> {
-    if (where === 'queue') await Promise.all(this.filing.values());
-    const names = (await this.fs.readdir(this.dir(where))).filter((n) => n.endsWith('.json')).sort();
-    const entries: SpoolEntry[] = [];
+    // Messages still in the journal are listed too (without waiting for a burst to be filed).
+    const entries: SpoolEntry[] = where === 'queue' ? [...this.unfiled.values()].map((e) => ({ ...e })) : [];
+    const listed = new Set(entries.map((e) => e.id));
+    const names = (await this.fs.readdir(this.dir(where))).filter((n) => n.endsWith('.json') && !listed.has(n.slice(0, -5)));
     for (const name of names) {
       const entry = await this.get(name.slice(0, -5), where);
       if (entry) entries.push(entry);
     }
-    return entries;
+    return entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   async count(where: 'queue' | 'failed'): Promise<number> {

@@ -40,7 +40,8 @@ describe.each(modes)('file spool (%s)', (_mode, options) => {
     const spool = new FsSpool(dir, realSpoolFs, options);
     await spool.recover();
     const entry = await store(spool);
-    await spool.list('queue'); // waits for background filing
+    expect((await spool.list('queue')).map((e) => e.id)).toEqual([entry.id]); // listed at once, filed or not
+    await eventually(async () => (await list('queue')).length === 2); // filed in the background
     expect(await list('queue')).toEqual([`${entry.id}.eml`, `${entry.id}.json`]);
     expect(await list('tmp')).toEqual([]);
     expect((await spool.readMessage(entry.id)).toString()).toBe('Subject: s\r\n\r\nbody\r\n');
@@ -258,7 +259,7 @@ describe('intake journal', () => {
     await spool.recover();
     const delivered = await store(spool);
     const waiting = await store(spool);
-    await spool.list('queue'); // both filed
+    await eventually(async () => (await list('queue')).length === 4); // both filed
     await spool.remove(delivered.id);
     expect(await list('queue')).toEqual([`${delivered.id}.done`, `${waiting.id}.eml`, `${waiting.id}.json`].sort());
     expect(await journalRecords()).toBe(2);
