@@ -289,6 +289,10 @@ describe('intake journal', () => {
     const early = await store(spool, 'Subject: early\r\n\r\nbody\r\n');
     await eventually(async () => hung);
     expect((await spool.readMessage(early.id)).toString()).toBe('Subject: early\r\n\r\nbody\r\n');
+    // Listing and showing do not wait for filing either (here it would wait for ever).
+    expect((await spool.list('queue')).map((e) => e.id)).toEqual([stuck.id, early.id].sort());
+    expect(await spool.get(early.id)).toEqual(early);
+    expect(await spool.count('queue')).toBe(2);
     await spool.remove(early.id);
     expect(await list('queue')).toEqual([`${early.id}.done`]);
     // A restart files the stuck one from the journal and skips the delivered one.
