@@ -18,7 +18,8 @@ import { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { DirSyncer } from './dir-sync.js';
 import { parseEntry, serializeEntry, type SpoolEntry } from './entry.js';
-import { decodeRecords, IntakeJournal, type JournalLocation, type Segment } from './journal.js';
+import { JournalFiler } from './filer.js';
+import { decodeRecords, IntakeJournal } from './journal.js';
 import { isQueueId } from './queue-id.js';
 import type { MessageWriter, NewMessage, RecoveryReport, Spool } from './spool.js';
 
@@ -91,20 +92,8 @@ export class FsSpool implements Spool {
   private readonly journalMessageBytes: number;
   private readonly journalBacklogBytes: number;
   private readonly onError: (event: string, err: Error) => void;
-  /** Journaled messages not yet filed: state changes (update, move, remove) wait for the filing. */
-  private readonly filing = new Map<string, Promise<void>>();
-  /** ...and among them, those whose record is not yet in queue/: listed from memory, not waited for. */
-  private readonly unfiled = new Map<string, SpoolEntry>();
-  /** The journal segment of each journaled message: removal waits until that segment is deleted. */
-  private readonly segmentOf = new Map<string, Segment>();
-  /** Where each unfiled message is in the journal: delivery reads it from there without waiting. */
-  private readonly locationOf = new Map<string, JournalLocation>();
-  /** Unfiled messages already delivered (or deleted): their filing is skipped. */
-  private readonly cancelled = new Set<string>();
-  private backlogBytes = 0;
-  private filingSlots = FILING_CONCURRENCY;
-  private readonly filingQueue: Array<() => void> = [];
-  private stopping = false;
+  /** Files journaled messages into queue/ in the background; null without the journal. */
+  private readonly filer: JournalFiler | null;
 
   constructor(
     readonly root: string,
@@ -127,6 +116,14 @@ export class FsSpool implements Spool {
             now: options.now ?? Date.now,
             onError: this.onError,
           });
+    this.filer = this.journal
+      ? new JournalFiler(this.journal, (entry, body, onRecordRenamed) => this.fileIntoQueue(entry, async () => this.writeDurable(this.file('tmp', entry.id, 'eml'), await body()), onRecordRenamed), {
+          concurrency: FILING_CONCURRENCY,
+          yieldMs: FILING_YIELD_MS,
+          retryMs: FILING_RETRY_MS,
+          onError: this.onError,
+        })
+      : null;
   }
 
   dir(area: Area): string {
@@ -345,11 +342,11 @@ export class FsSpool implements Spool {
       },
       commit: async (meta: NewMessage) => {
         const entry: SpoolEntry = { version: 1, ...meta, id, size, attempts: 0, nextAttemptAt: meta.receivedAt, held: false };
-        if (journal && !handle && this.backlogBytes + size <= this.journalBacklogBytes) {
+        const filer = this.filer;
+        if (journal && filer && !handle && filer.backlogBytes + size <= this.journalBacklogBytes) {
           const body = Buffer.concat(held, size);
           held = [];
-          const location = await journal.append(Buffer.from(JSON.stringify(entry)), body);
-          this.fileLater(entry, location);
+          filer.add(entry, await journal.append(Buffer.from(JSON.stringify(entry)), body));
           return entry;
         }
         const file = handle ?? (await spill());
@@ -367,78 +364,19 @@ export class FsSpool implements Spool {
     };
   }
 
-  /** Files a journaled (already acknowledged) message into queue/ in the background, retrying until it is. */
-  private fileLater(entry: SpoolEntry, location: JournalLocation): void {
-    const { id } = entry;
-    const { segment } = location;
-    const journal = this.journal as IntakeJournal;
-    this.backlogBytes += location.length;
-    this.unfiled.set(id, entry);
-    this.segmentOf.set(id, segment);
-    void segment.retired.then(() => this.segmentOf.delete(id));
-    this.locationOf.set(id, location);
-    const filed = (async () => {
-      for (let attempt = 0; ; attempt++) {
-        await this.filingSlot();
-        try {
-          // Stopping: what is not filed yet stays in the journal and is filed at the next start.
-          if (this.stopping) return;
-          await journal.quiet(FILING_YIELD_MS);
-          if (this.cancelled.delete(id)) {
-            // Delivered before its turn: nothing to file (its .done marker stands in for it).
-            journal.settle(segment);
-            return;
-          }
-          this.locationOf.delete(id);
-          await this.fileIntoQueue(entry, async () => this.writeDurable(this.file('tmp', id, 'eml'), await journal.read(location)), () => this.unfiled.delete(id));
-          journal.settle(segment);
-          return;
-        } catch (err) {
-          // The message stays safe in the journal (its segment is kept); filing is tried again.
-          this.onError('spool.filing_failed', err as Error);
-        } finally {
-          this.releaseFilingSlot();
-        }
-        await new Promise((r) => setTimeout(r, FILING_RETRY_MS[Math.min(attempt, FILING_RETRY_MS.length - 1)]));
-      }
-    })().finally(() => {
-      this.backlogBytes -= location.length;
-      this.filing.delete(id);
-      this.locationOf.delete(id);
-    });
-    this.filing.set(id, filed);
-  }
-
-  private filingSlot(): Promise<void> {
-    if (this.filingSlots > 0) {
-      this.filingSlots -= 1;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.filingQueue.push(resolve));
-  }
-
-  private releaseFilingSlot(): void {
-    const next = this.filingQueue.shift();
-    if (next) next();
-    else this.filingSlots += 1;
-  }
-
   /** Waits until a journaled message is filed into queue/ (at once for everything else). */
   private async filed(id: string): Promise<void> {
-    await this.filing.get(id);
+    await this.filer?.filed(id);
   }
 
   /** Lets background filing finish (up to the deadline), then closes the journal. */
   async close(deadlineMs = 5000): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(this.filing.values()), new Promise((r) => (timer = setTimeout(r, deadlineMs)))]);
-    clearTimeout(timer);
-    this.stopping = true;
+    await this.filer?.stop(deadlineMs);
     await this.journal?.close();
   }
 
   async readMessage(id: string): Promise<Buffer> {
-    const location = this.locationOf.get(id);
+    const location = this.filer?.location(id);
     if (location && this.journal) {
       try {
         return await this.journal.read(location);
@@ -452,17 +390,17 @@ export class FsSpool implements Spool {
 
   messagePath(id: string, where: 'queue' | 'failed' = 'queue'): string {
     // Journaled messages are small (journalMessageBytes); byte-range readers only see large ones.
-    if (where === 'queue' && this.unfiled.has(id)) throw new Error(`message ${id} is not yet filed into queue/`);
+    if (where === 'queue' && this.filer?.unfiledEntry(id)) throw new Error(`message ${id} is not yet filed into queue/`);
     return this.file(where, id, 'eml');
   }
 
   openMessage(id: string): Readable {
     const file = this.file('queue', id, 'eml');
-    const filing = this.filing.get(id);
-    if (!filing) return createReadStream(file);
+    if (!this.filer?.unfiledEntry(id)) return createReadStream(file);
+    const filed = this.filed(id);
     return Readable.from(
       (async function* () {
-        await filing;
+        await filed;
         yield* createReadStream(file);
       })(),
     );
@@ -470,9 +408,9 @@ export class FsSpool implements Spool {
 
   async get(id: string, where: 'queue' | 'failed' = 'queue'): Promise<SpoolEntry | null> {
     if (!isQueueId(id)) return null;
-    const unfiled = where === 'queue' ? this.unfiled.get(id) : undefined;
     // Nothing changes a message's state before it is filed: the accepted record is current.
-    if (unfiled) return { ...unfiled };
+    const unfiled = where === 'queue' ? this.filer?.unfiledEntry(id) : undefined;
+    if (unfiled) return unfiled;
     try {
       const entry = parseEntry(await this.fs.readFile(this.file(where, id, 'json'), 'utf8'));
       return entry instanceof Error ? null : entry;
@@ -484,7 +422,7 @@ export class FsSpool implements Spool {
 
   async list(where: 'queue' | 'failed'): Promise<SpoolEntry[]> {
     // Messages still in the journal are listed too (without waiting for a burst to be filed).
-    const entries: SpoolEntry[] = where === 'queue' ? [...this.unfiled.values()].map((e) => ({ ...e })) : [];
+    const entries: SpoolEntry[] = where === 'queue' ? (this.filer?.unfiledEntries() ?? []) : [];
     const listed = new Set(entries.map((e) => e.id));
     const names = (await this.fs.readdir(this.dir(where))).filter((n) => n.endsWith('.json') && !listed.has(n.slice(0, -5)));
     for (const name of names) {
@@ -496,7 +434,7 @@ export class FsSpool implements Spool {
 
   async count(where: 'queue' | 'failed'): Promise<number> {
     const files = (await this.fs.readdir(this.dir(where))).filter((n) => n.endsWith('.json')).length;
-    return where === 'queue' ? files + this.unfiled.size : files;
+    return where === 'queue' ? files + (this.filer?.unfiledCount ?? 0) : files;
   }
 
   async update(entry: SpoolEntry): Promise<void> {
@@ -506,22 +444,20 @@ export class FsSpool implements Spool {
   }
 
   async remove(id: string): Promise<void> {
-    const unfiledSegment = this.locationOf.has(id) ? this.segmentOf.get(id) : undefined;
+    const unfiledSegment = this.filer?.location(id) ? this.filer.segment(id) : undefined;
     if (unfiledSegment) {
       // Delivered before it was filed: it is never filed. The marker is written first, so a
       // restart that finds the message in the journal skips it.
       const marker = await this.fs.open(this.doneMarker(id), 'w', 0o600);
       await marker.close();
-      if (this.locationOf.delete(id)) {
-        this.cancelled.add(id);
-        this.unfiled.delete(id);
+      if (this.filer?.cancel(id)) {
         void unfiledSegment.retired.then(() => this.unlinkQuietly(this.doneMarker(id))).catch(() => undefined);
         return;
       }
       // Its filing started meanwhile: it is removed below like any filed message.
     }
     await this.filed(id);
-    const segment = this.segmentOf.get(id);
+    const segment = this.filer?.segment(id);
     if (unfiledSegment && !segment) await this.unlinkQuietly(this.doneMarker(id));
     if (segment) {
       // Its journal segment still holds the message, and a restart files whatever the journal
@@ -583,7 +519,7 @@ export class FsSpool implements Spool {
 
   async deleteFailed(id: string): Promise<void> {
     // A failed message whose journal segment still exists would be filed again at a restart.
-    await this.segmentOf.get(id)?.retired;
+    await this.filer?.segment(id)?.retired;
     await this.unlinkQuietly(this.file('failed', id, 'json'));
     await this.unlinkQuietly(this.file('failed', id, 'eml'));
   }
