@@ -9,7 +9,8 @@
  * Durability (DESIGN.md "250 means"), before commit() resolves: either the message and its record
  * are in a flushed journal record (messages up to journalMessageBytes, group-committed), or the
  * message file is fsynced, renamed into queue/, its record fsynced and renamed after it, and queue/
- * fsynced. Journaled messages are filed into queue/ the same way right after, in the background.
+ * fsynced. Journaled messages are filed into queue/ the same way after the 250, in the background
+ * (filer.ts), and read from the journal until then.
  */
 import * as fsp from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
