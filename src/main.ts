@@ -151,10 +151,14 @@ async function main(argv: string[]): Promise<number> {
     // Signals are taken from before the relay starts: without a handler, a SIGHUP that arrives
     // while it starts would end the process (the default action), and a SIGTERM would skip the
     // graceful stop. Both wait until the relay is up, then act (a CI run lost a reload this way).
-    let markStarted: (relay: RunningRelay) => void = () => undefined;
-    const started = new Promise<RunningRelay>((resolve) => (markStarted = resolve));
     let isStarted = false;
-    void started.then(() => (isStarted = true));
+    let markStarted: (relay: RunningRelay) => void = () => undefined;
+    const started = new Promise<RunningRelay>((resolve) => {
+      markStarted = (relay) => {
+        isStarted = true;
+        resolve(relay);
+      };
+    });
     let finish: (code: number) => void = () => undefined;
     const finished = new Promise<number>((resolve) => (finish = resolve));
     let signals = 0;

@@ -34,8 +34,7 @@ export class JournalFiler {
   private slots: number;
   private readonly waitingForSlot: Array<() => void> = [];
   private stopping = false;
-  /** Bytes acknowledged and not yet filed (they are in the journal, not in memory). */
-  backlogBytes = 0;
+  private backlogBytes = 0;
 
   constructor(
     private readonly journal: IntakeJournal,
@@ -104,6 +103,11 @@ export class JournalFiler {
     else this.slots += 1;
   }
 
+  /** Bytes acknowledged and not yet filed (they are in the journal, not in memory). */
+  get backlog(): number {
+    return this.backlogBytes;
+  }
+
   /** Resolves once the message is filed (at once for a message the filer does not hold). */
   async filed(id: string): Promise<void> {
     await this.filing.get(id);
@@ -121,6 +125,16 @@ export class JournalFiler {
 
   get unfiledCount(): number {
     return this.unfiled.size;
+  }
+
+  isUnfiled(id: string): boolean {
+    return this.unfiled.has(id);
+  }
+
+  /** A message whose filing has not started, read from the journal; undefined for any other. */
+  readUnfiled(id: string): Promise<Buffer> | undefined {
+    const location = this.locations.get(id);
+    return location ? this.journal.read(location) : undefined;
   }
 
   /** Where a message whose filing has not started is in the journal. */

@@ -20,7 +20,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { DirSyncer } from './dir-sync.js';
 import { parseEntry, serializeEntry, type SpoolEntry } from './entry.js';
 import { JournalFiler } from './filer.js';
-import { decodeRecords, IntakeJournal } from './journal.js';
+import { decodeRecords, IntakeJournal, type Segment } from './journal.js';
 import { isQueueId } from './queue-id.js';
 import type { MessageWriter, NewMessage, RecoveryReport, Spool } from './spool.js';
 
@@ -81,6 +81,12 @@ const FILING_CONCURRENCY = 1;
 const FILING_YIELD_MS = 10;
 // A filing that fails (disk full) is retried; the message is safe in the journal meanwhile.
 const FILING_RETRY_MS = [100, 1000, 5000, 30_000] as const;
+
+/** Writes all of `data` (a write may take only part of it). */
+async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
+  let written = 0;
+  while (written < data.length) written += (await handle.write(data, written, data.length - written)).bytesWritten;
+}
 
 function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException).code === 'ENOENT';
@@ -147,9 +153,7 @@ export class FsSpool implements Spool {
   private async writeDurable(file: string, content: string | Buffer): Promise<void> {
     const handle = await this.fs.open(file, 'wx', 0o600);
     try {
-      const data = typeof content === 'string' ? Buffer.from(content) : content;
-      let written = 0;
-      while (written < data.length) written += (await handle.write(data, written, data.length - written)).bytesWritten;
+      await writeAll(handle, typeof content === 'string' ? Buffer.from(content) : content);
       await handle.datasync();
     } finally {
       await handle.close();
@@ -268,8 +272,8 @@ export class FsSpool implements Spool {
 
   /**
    * Files what a stop left in the journal: acknowledged messages not yet in queue/ or failed/.
-   * Those already filed are skipped (a segment is only deleted once all its messages are filed,
-   * and a filed message is only removed once its segment is deleted, so nothing delivered returns).
+   * Those already filed, failed or delivered (queue/ID.done) are skipped: a segment is only deleted
+   * once all its messages are filed or delivered, and until then a removal leaves that marker.
    */
   private async replayJournal(report: RecoveryReport): Promise<void> {
     const names = (await this.fs.readdir(this.dir('journal'))).sort();
@@ -310,17 +314,10 @@ export class FsSpool implements Spool {
     let handle: FileHandle | null = null;
     let size = 0;
     let closed = false;
-    const writeToFile = async (file: FileHandle, chunk: Buffer) => {
-      let offset = 0;
-      while (offset < chunk.length) {
-        const { bytesWritten } = await file.write(chunk, offset, chunk.length - offset);
-        offset += bytesWritten;
-      }
-    };
     const spill = async (): Promise<FileHandle> => {
       const file = await this.fs.open(tmpFile, 'wx', 0o600);
       handle = file;
-      for (const chunk of held) await writeToFile(file, chunk);
+      for (const chunk of held) await writeAll(file, chunk);
       held = [];
       return file;
     };
@@ -338,13 +335,13 @@ export class FsSpool implements Spool {
           size += chunk.length;
           return;
         }
-        await writeToFile(handle ?? (await spill()), chunk);
+        await writeAll(handle ?? (await spill()), chunk);
         size += chunk.length;
       },
       commit: async (meta: NewMessage) => {
         const entry: SpoolEntry = { version: 1, ...meta, id, size, attempts: 0, nextAttemptAt: meta.receivedAt, held: false };
         const filer = this.filer;
-        if (journal && filer && !handle && filer.backlogBytes + size <= this.journalBacklogBytes) {
+        if (journal && filer && !handle && filer.backlog + size <= this.journalBacklogBytes) {
           const body = Buffer.concat(held, size);
           held = [];
           filer.add(entry, await journal.append(Buffer.from(JSON.stringify(entry)), body));
@@ -377,10 +374,10 @@ export class FsSpool implements Spool {
   }
 
   async readMessage(id: string): Promise<Buffer> {
-    const location = this.filer?.location(id);
-    if (location && this.journal) {
+    const fromJournal = this.filer?.readUnfiled(id);
+    if (fromJournal) {
       try {
-        return await this.journal.read(location);
+        return await fromJournal;
       } catch {
         // Filed (and its segment closed) meanwhile: read the filed copy below.
       }
@@ -391,13 +388,13 @@ export class FsSpool implements Spool {
 
   messagePath(id: string, where: 'queue' | 'failed' = 'queue'): string {
     // Journaled messages are small (journalMessageBytes); byte-range readers only see large ones.
-    if (where === 'queue' && this.filer?.unfiledEntry(id)) throw new Error(`message ${id} is not yet filed into queue/`);
+    if (where === 'queue' && this.filer?.isUnfiled(id)) throw new Error(`message ${id} is not yet filed into queue/`);
     return this.file(where, id, 'eml');
   }
 
   openMessage(id: string): Readable {
     const file = this.file('queue', id, 'eml');
-    if (!this.filer?.unfiledEntry(id)) return createReadStream(file);
+    if (!this.filer?.isUnfiled(id)) return createReadStream(file);
     const filed = this.filed(id);
     return Readable.from(
       (async function* () {
@@ -449,17 +446,13 @@ export class FsSpool implements Spool {
     if (unfiledSegment) {
       // Delivered before it was filed: it is never filed. The marker is written first, so a
       // restart that finds the message in the journal skips it.
-      const marker = await this.fs.open(this.doneMarker(id), 'w', 0o600);
-      await marker.close();
-      if (this.filer?.cancel(id)) {
-        void unfiledSegment.retired.then(() => this.unlinkQuietly(this.doneMarker(id))).catch(() => undefined);
-        return;
-      }
+      await (await this.fs.open(this.doneMarker(id), 'w', 0o600)).close();
+      this.dropDoneMarkerWhenRetired(id, unfiledSegment);
+      if (this.filer?.cancel(id)) return;
       // Its filing started meanwhile: it is removed below like any filed message.
     }
     await this.filed(id);
     const segment = this.filer?.segment(id);
-    if (unfiledSegment && !segment) await this.unlinkQuietly(this.doneMarker(id));
     if (segment) {
       // Its journal segment still holds the message, and a restart files whatever the journal
       // holds unless queue/ has a trace of it: the record becomes ID.done (one atomic rename)
@@ -472,12 +465,17 @@ export class FsSpool implements Spool {
         if (!isMissing(err)) throw err; // already removed (a delete raced a delivery): nothing to mark
       }
       await this.unlinkQuietly(this.file('queue', id, 'eml'));
-      void segment.retired.then(() => this.unlinkQuietly(this.doneMarker(id))).catch(() => undefined);
+      this.dropDoneMarkerWhenRetired(id, segment);
       return;
     }
     // Record first: a message file left without its record is dropped at the next start.
     await this.unlinkQuietly(this.file('queue', id, 'json'));
     await this.unlinkQuietly(this.file('queue', id, 'eml'));
+  }
+
+  /** The marker is needed only while the journal segment exists (recovery removes any left over). */
+  private dropDoneMarkerWhenRetired(id: string, segment: Segment): void {
+    void segment.retired.then(() => this.unlinkQuietly(this.doneMarker(id))).catch(() => undefined);
   }
 
   private doneMarker(id: string): string {

@@ -28,12 +28,17 @@ import { newQueueId } from './queue-id.js';
 const MAGIC = 0x4a524753; // "SGRJ"
 const HEADER_BYTES = 16;
 
+/** CRC-32 of a record's first 12 header bytes, its meta and its body. */
+function checksum(head: Buffer, meta: Buffer, body: Buffer): number {
+  return crc32(body, crc32(meta, crc32(head)));
+}
+
 export function encodeRecord(meta: Buffer, body: Buffer): Buffer[] {
   const header = Buffer.allocUnsafe(HEADER_BYTES);
   header.writeUInt32LE(MAGIC, 0);
   header.writeUInt32LE(meta.length, 4);
   header.writeUInt32LE(body.length, 8);
-  header.writeUInt32LE(crc32(body, crc32(meta, crc32(header.subarray(0, 12)))), 12);
+  header.writeUInt32LE(checksum(header.subarray(0, 12), meta, body), 12);
   return [header, meta, body];
 }
 
@@ -54,7 +59,7 @@ export function decodeRecords(data: Buffer): { records: JournalRecord[]; tornByt
     if (end > data.length) break;
     const meta = data.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + metaLength);
     const body = data.subarray(offset + HEADER_BYTES + metaLength, end);
-    if (crc32(body, crc32(meta, crc32(data.subarray(offset, offset + 12)))) !== data.readUInt32LE(offset + 12)) break;
+    if (checksum(data.subarray(offset, offset + 12), meta, body) !== data.readUInt32LE(offset + 12)) break;
     records.push({ meta, body });
     offset = end;
   }
