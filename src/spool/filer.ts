@@ -11,7 +11,7 @@ import type { IntakeJournal, JournalLocation, Segment } from './journal.js';
 export interface FilerOptions {
   /** Messages filed at once. */
   concurrency: number;
-  /** Each filing first waits for the journal to be quiet, at most this long (it never stops). */
+  /** Each filing first waits for intake to be idle (IntakeJournal.quiet), at most this long (it never stops). */
   yieldMs: number;
   /** Waits between attempts after a failed filing (the last one repeats). */
   retryMs: readonly number[];

@@ -74,11 +74,14 @@ const DEFAULT_JOURNAL_BACKLOG_BYTES = 256 * 1024 * 1024;
 // smtp-source (8 sessions, 10 KB, before filing yielded to flushes), 1 gave ~1,650 msg/s over
 // reused connections, 2 ~1,150, 4 ~1,050.
 const FILING_CONCURRENCY = 1;
-// Filing yields to journal flushes (acknowledgements) for up to 10 ms each time, so a burst is
-// acknowledged first and filed after, yet filing never stops: at least ~100 messages/s under
-// saturation, above one mailbox's Graph limit (40/s). Measured over reused connections:
-// 2,170-2,230 -> 2,720-2,800 msg/s (bench/README.md).
+// Filing waits for intake to be idle (nothing appended or flushed for 5 ms), at most 10 ms per
+// message, so a burst is acknowledged first and filed after, yet filing never stops: at least
+// ~100 messages/s under saturation, above one mailbox's Graph limit (40/s). Waiting only for the
+// flush in progress let filing run between every two flushes; waiting for idleness took smtp-source
+// (8 sessions, 10 KB) from 2,795 to 3,163-3,195 msg/s over reused connections and from 1,350 to
+// 1,658 one per connection (bench/README.md, session 3).
 const FILING_YIELD_MS = 10;
+const INTAKE_IDLE_MS = 5;
 // A filing that fails (disk full) is retried; the message is safe in the journal meanwhile.
 const FILING_RETRY_MS = [100, 1000, 5000, 30_000] as const;
 
@@ -120,6 +123,7 @@ export class FsSpool implements Spool {
             // filed; until then a delivered message leaves a .done marker (see remove()).
             maxSegmentBytes: 4 * 1024 * 1024,
             maxSegmentAgeMs: 50,
+            idleMs: INTAKE_IDLE_MS,
             now: options.now ?? Date.now,
             onError: this.onError,
           });

@@ -107,6 +107,10 @@ export interface JournalOptions {
   /** ...or at this age, so that filed messages never wait long for their segment to retire. */
   maxSegmentAgeMs: number;
   now: () => number;
+  /** Intake counts as idle once nothing was appended or flushed for this long (see quiet()). */
+  idleMs: number;
+  /** Monotonic milliseconds, for idleness (the wall clock in `now` may jump). */
+  monotonicNow?: () => number;
   onError: (event: string, err: Error) => void;
 }
 
@@ -117,17 +121,22 @@ export class IntakeJournal {
   private flushing = false;
   private accepting = true;
   private closed = false;
+  private lastActivityAt = Number.NEGATIVE_INFINITY;
+  private readonly monotonicNow: () => number;
 
   constructor(
     readonly dir: string,
     private readonly fs: SpoolFs,
     private readonly dirSyncer: DirSyncer,
     private readonly options: JournalOptions,
-  ) {}
+  ) {
+    this.monotonicNow = options.monotonicNow ?? (() => performance.now());
+  }
 
   /** Appends one record; resolves with where its body is once the record is flushed to disk. */
   append(meta: Buffer, body: Buffer): Promise<JournalLocation> {
     if (!this.accepting) return Promise.reject(new Error('the intake journal is closed'));
+    this.lastActivityAt = this.monotonicNow();
     return new Promise<JournalLocation>((resolve, reject) => {
       const buffers = encodeRecord(meta, body);
       this.pending.push({ buffers, bytes: HEADER_BYTES + meta.length + body.length, bodyAt: HEADER_BYTES + meta.length, resolve, reject });
@@ -149,21 +158,24 @@ export class IntakeJournal {
   }
 
   /**
-   * Resolves when no flush is running or waiting, or after `maxWaitMs`: background filing yields
-   * to acknowledgements during a burst without ever stopping.
+   * Resolves once intake has been idle for `idleMs` (nothing appended or flushed), or after
+   * `maxWaitMs`: background filing stays out of the way for the whole of a burst (it competes
+   * for the disk and the cores with the acknowledgements) yet never stops.
    */
   quiet(maxWaitMs: number): Promise<void> {
-    if (!this.flushing && this.pending.length === 0) return Promise.resolve();
+    const deadline = this.monotonicNow() + maxWaitMs;
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, maxWaitMs);
-      this.quietWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
+      const check = () => {
+        const now = this.monotonicNow();
+        const idleFor = now - this.lastActivityAt;
+        const busy = this.flushing || this.pending.length > 0;
+        if (now >= deadline || (!busy && idleFor >= this.options.idleMs)) return resolve();
+        const untilIdle = busy ? this.options.idleMs : this.options.idleMs - idleFor;
+        setTimeout(check, Math.max(1, Math.min(deadline - now, untilIdle)));
+      };
+      check();
     });
   }
-
-  private quietWaiters: Array<() => void> = [];
 
   /** A message of this segment is now filed (durably) in queue/. */
   settle(segment: Segment): void {
@@ -218,7 +230,7 @@ export class IntakeJournal {
       }
     }
     this.flushing = false;
-    for (const waiter of this.quietWaiters.splice(0)) waiter();
+    this.lastActivityAt = this.monotonicNow();
     if (this.current) this.maybeRetire(this.current);
   }
 

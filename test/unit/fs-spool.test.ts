@@ -1,10 +1,10 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DirSyncer } from '../../src/spool/dir-sync.js';
 import { FsSpool, realSpoolFs, type FsSpoolOptions, type SpoolFs } from '../../src/spool/fs-spool.js';
-import { decodeRecords, encodeRecord } from '../../src/spool/journal.js';
+import { decodeRecords, encodeRecord, IntakeJournal } from '../../src/spool/journal.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 import type { NewMessage } from '../../src/spool/spool.js';
 
@@ -195,6 +195,47 @@ async function eventually(check: () => Promise<boolean>): Promise<void> {
 }
 
 describe('intake journal', () => {
+  it('lets background filing wait while intake is busy, and never longer than its limit', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    try {
+      let now = 0;
+      const journalDir = path.join(dir, 'journal');
+      await mkdir(journalDir);
+      const journal = new IntakeJournal(journalDir, realSpoolFs, new DirSyncer(journalDir, (d) => realSpoolFs.open(d, 'r')), {
+        maxSegmentBytes: 1 << 20,
+        maxSegmentAgeMs: 50,
+        idleMs: 5,
+        monotonicNow: () => now,
+        now: Date.now,
+        onError: () => undefined,
+      });
+      await journal.append(Buffer.from('{}'), Buffer.from('one'));
+      let idle = false;
+      void journal.quiet(1000).then(() => (idle = true));
+      now = 3;
+      await vi.advanceTimersByTimeAsync(5);
+      expect(idle).toBe(false); // 3 ms since the last flush: still busy
+      now = 6;
+      await vi.advanceTimersByTimeAsync(5);
+      expect(idle).toBe(true);
+
+      // A message every 2 ms: filing gets its turn when its limit (10 ms) is up, not before.
+      await journal.append(Buffer.from('{}'), Buffer.from('two'));
+      let turn = false;
+      void journal.quiet(10).then(() => (turn = true));
+      for (let step = 0; step < 10 && !turn; step++) {
+        now += 2;
+        await journal.append(Buffer.from('{}'), Buffer.from('more'));
+        await vi.advanceTimersByTimeAsync(5);
+      }
+      expect(turn).toBe(true);
+      expect(now).toBe(16);
+      await journal.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('acknowledges concurrent messages with fewer flushes than messages (group commit), then files each', async () => {
     const count = { journalSyncs: 0 };
     const spool = new FsSpool(dir, faultyFs({ count }));
@@ -231,10 +272,20 @@ describe('intake journal', () => {
   });
 
   it('after a crash, files acknowledged messages that were only in the journal, skips filed ones and drops a torn tail', async () => {
-    // A spool that can never file: the message exists only in the journal when the "crash" comes.
-    const crashed = new FsSpool(dir, faultyFs({ renameTo: /queue.*\.json$/ }));
+    // A spool whose filing hangs (its tmp file never opens), as if the process died right after
+    // the 250: the message exists only in the journal, and nothing of this spool runs on.
+    let filingStarted = false;
+    const crashed = new FsSpool(dir, {
+      ...realSpoolFs,
+      open: ((file: string, flags?: string, mode?: number) => {
+        if (!/tmp.*\.eml$/.test(String(file))) return realSpoolFs.open(file, flags, mode);
+        filingStarted = true;
+        return new Promise(() => undefined);
+      }) as SpoolFs['open'],
+    });
     await crashed.recover();
     const onlyInJournal = await store(crashed, 'Subject: journal only\r\n\r\nbody\r\n');
+    await eventually(async () => filingStarted);
     let segment: string | undefined;
     for (const name of await list('journal')) if (decodeRecords(await readFile(path.join(dir, 'journal', name))).records.length > 0) segment = name;
     // Add a record for a message already filed, and half a record (a flush the crash interrupted).
@@ -244,9 +295,11 @@ describe('intake journal', () => {
     await writeFile(path.join(dir, 'journal', segment as string), Buffer.concat([await readFile(path.join(dir, 'journal', segment as string)), filedRecord, torn]));
     expect(decodeRecords(await readFile(path.join(dir, 'journal', segment as string))).records).toHaveLength(2);
 
+    // The interrupted filing may have left its record's temporary file in tmp/ (written beside the message).
+    const leftInTmp = (await list('tmp')).length;
     const report = await new FsSpool(dir).recover();
     expect(report.replayed).toBe(1);
-    expect(report.discardedPartial).toBe(1);
+    expect(report.discardedPartial).toBe(1 + leftInTmp);
     expect(report.queued.map((e) => e.id).sort()).toEqual([onlyInJournal.id, filed.id].sort());
     expect((await readFile(path.join(dir, 'queue', `${onlyInJournal.id}.eml`))).toString()).toBe('Subject: journal only\r\n\r\nbody\r\n');
     expect(await list('journal')).toEqual([]);
