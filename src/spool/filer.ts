@@ -51,14 +51,22 @@ export class JournalFiler {
     this.backlogBytes += location.length;
     this.unfiled.set(id, entry);
     this.locations.set(id, location);
-    this.segments.set(id, segment);
-    void segment.retired.then(() => this.segments.delete(id));
+    this.track(id, segment);
     const done = this.fileWithRetries(entry, location).finally(() => {
       this.backlogBytes -= location.length;
       this.filing.delete(id);
       this.locations.delete(id);
     });
     this.filing.set(id, done);
+  }
+
+  /**
+   * A message already filed (or failed, or delivered) whose record is in a segment recovery took
+   * over: while that segment exists, removing the message must leave a marker (see FsSpool.remove).
+   */
+  track(id: string, segment: Segment): void {
+    this.segments.set(id, segment);
+    void segment.retired.then(() => this.segments.delete(id));
   }
 
   private async fileWithRetries(entry: SpoolEntry, location: JournalLocation): Promise<void> {

@@ -27,7 +27,6 @@ import type { MessageWriter, NewMessage, RecoveryReport, Spool } from './spool.j
 /** The file-system calls the spool makes; tests replace one to force a failure on the durable path. */
 export interface SpoolFs {
   open: typeof fsp.open;
-  access: typeof fsp.access;
   rename: typeof fsp.rename;
   link: typeof fsp.link;
   unlink: typeof fsp.unlink;
@@ -38,7 +37,6 @@ export interface SpoolFs {
 
 export const realSpoolFs: SpoolFs = {
   open: fsp.open,
-  access: fsp.access,
   rename: fsp.rename,
   link: fsp.link,
   unlink: fsp.unlink,
@@ -48,6 +46,17 @@ export const realSpoolFs: SpoolFs = {
 };
 
 type Area = 'journal' | 'tmp' | 'queue' | 'failed' | 'corrupt';
+
+/** A journal segment found at start, with what recovery found of each of its messages. */
+interface AdoptedSegment {
+  file: string;
+  /** Acknowledged, not in queue/ or failed/: to be filed. */
+  unfiled: Array<{ entry: SpoolEntry; offset: number; length: number }>;
+  /** Already in queue/ or failed/. */
+  known: string[];
+  /** Delivered or failed while the segment existed (queue/ID.done). */
+  delivered: string[];
+}
 
 export interface FsSpoolOptions {
   /** Group commit through the intake journal (on unless false). Off: each message gets its own fsyncs before the 250. */
@@ -206,16 +215,6 @@ export class FsSpool implements Spool {
     }
   }
 
-  private async exists(file: string): Promise<boolean> {
-    try {
-      await this.fs.access(file);
-      return true;
-    } catch (err) {
-      if (isMissing(err)) return false;
-      throw err;
-    }
-  }
-
   async recover(): Promise<RecoveryReport> {
     for (const area of ['journal', 'tmp', 'queue', 'failed', 'corrupt'] as const) {
       await this.fs.mkdir(this.dir(area), { recursive: true, mode: 0o700 });
@@ -226,7 +225,8 @@ export class FsSpool implements Spool {
       await this.unlinkQuietly(path.join(this.dir('tmp'), name));
       report.discardedPartial += 1;
     }
-    await this.replayJournal(report);
+    const adopted = await this.replayJournal(report);
+    const markersStillNeeded = new Set(adopted.flatMap((a) => a.delivered));
 
     const failedIds = new Set((await this.fs.readdir(this.dir('failed'))).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
     const names = new Set(await this.fs.readdir(this.dir('queue')));
@@ -241,8 +241,9 @@ export class FsSpool implements Spool {
         continue;
       }
       if (ext === 'done') {
-        // Delivered (or failed) while its journal segment existed; the journal has been replayed.
-        await this.unlinkQuietly(path.join(this.dir('queue'), name));
+        // Delivered (or failed) while its journal segment existed. Kept while that segment is
+        // (adopted below), dropped once the journal no longer holds the message.
+        if (!markersStillNeeded.has(id)) await this.unlinkQuietly(path.join(this.dir('queue'), name));
         continue;
       }
       if (ext !== 'json' || !isQueueId(id)) {
@@ -271,19 +272,36 @@ export class FsSpool implements Spool {
       }
       report.queued.push(entry);
     }
+    // Only now, after the scan of queue/ (which must not see a filing half done), filing starts.
+    for (const segment of adopted) report.queued.push(...(await this.adopt(segment)));
+    report.queued.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return report;
   }
 
   /**
-   * Files what a stop left in the journal: acknowledged messages not yet in queue/ or failed/.
-   * Those already filed, failed or delivered (queue/ID.done) are skipped: a segment is only deleted
-   * once all its messages are filed or delivered, and until then a removal leaves that marker.
+   * What a stop left in the journal: acknowledged messages not yet in queue/ or failed/. Those
+   * already filed, failed or delivered (queue/ID.done) are skipped: a segment is only deleted once
+   * all its messages are filed or delivered, and until then a removal leaves that marker.
+   * A segment with messages to file is returned, to be adopted once queue/ has been scanned (the
+   * relay starts at once and files them in the background); one with nothing to file is deleted.
+   * Without the journal (spool.journal: false), or for a segment with an unreadable record (moved
+   * to corrupt/ afterwards), the messages are filed here, before the start.
    */
-  private async replayJournal(report: RecoveryReport): Promise<void> {
+  private async replayJournal(report: RecoveryReport): Promise<AdoptedSegment[]> {
+    const adopted: AdoptedSegment[] = [];
     const names = (await this.fs.readdir(this.dir('journal'))).sort();
+    if (names.length === 0) return adopted;
+    // One listing each instead of three lookups per record (a 10,000-message backlog took ~2 s).
+    const inQueue = new Set(await this.fs.readdir(this.dir('queue')));
+    const inFailed = new Set(await this.fs.readdir(this.dir('failed')));
+    let deleted = false;
     for (const name of names) {
       const file = path.join(this.dir('journal'), name);
       const { records, tornBytes } = decodeRecords(await this.fs.readFile(file));
+      // A torn tail is a flush that never completed: nothing in it was acknowledged.
+      if (tornBytes > 0) report.discardedPartial += 1;
+      const segment: AdoptedSegment = { file, unfiled: [], known: [], delivered: [] };
+      const unfiledBodies: Buffer[] = [];
       let unreadable = false;
       for (const record of records) {
         const entry = parseEntry(record.meta.toString('utf8'));
@@ -292,17 +310,41 @@ export class FsSpool implements Spool {
           report.quarantined.push({ id: name, reason: `journal record: ${entry.message}` });
           continue;
         }
-        const known = [this.file('queue', entry.id, 'json'), this.doneMarker(entry.id), this.file('failed', entry.id, 'json')];
-        if ((await Promise.all(known.map((f) => this.exists(f)))).some(Boolean)) continue;
-        await this.fileIntoQueue(entry, () => this.writeDurable(this.file('tmp', entry.id, 'eml'), record.body));
-        report.replayed += 1;
+        const json = `${entry.id}.json`;
+        if (inQueue.has(`${entry.id}.done`)) segment.delivered.push(entry.id);
+        else if (inQueue.has(json) || inFailed.has(json)) segment.known.push(entry.id);
+        else {
+          segment.unfiled.push({ entry, offset: record.bodyOffset, length: record.body.length });
+          unfiledBodies.push(record.body);
+          report.replayed += 1;
+        }
       }
-      // A torn tail is a flush that never completed: nothing in it was acknowledged.
-      if (tornBytes > 0) report.discardedPartial += 1;
+      if (segment.unfiled.length > 0 && this.filer && !unreadable) {
+        adopted.push(segment);
+        continue;
+      }
+      for (const [i, { entry }] of segment.unfiled.entries()) {
+        await this.fileIntoQueue(entry, () => this.writeDurable(this.file('tmp', entry.id, 'eml'), unfiledBodies[i] as Buffer));
+      }
       if (unreadable) await this.fs.rename(file, path.join(this.dir('corrupt'), name));
       else await this.unlinkQuietly(file);
+      deleted = true;
     }
-    if (names.length > 0) await this.syncers.journal.sync();
+    if (deleted) await this.syncers.journal.sync();
+    return adopted;
+  }
+
+  /** Hands a recovered segment's unfiled messages to the filer; returns them (they are queued). */
+  private async adopt(recovered: AdoptedSegment): Promise<SpoolEntry[]> {
+    const filer = this.filer as JournalFiler;
+    const segment = await (this.journal as IntakeJournal).adopt(recovered.file, recovered.unfiled.length);
+    for (const id of recovered.known) filer.track(id, segment);
+    for (const id of recovered.delivered) {
+      filer.track(id, segment);
+      this.dropDoneMarkerWhenRetired(id, segment);
+    }
+    for (const { entry, offset, length } of recovered.unfiled) filer.add(entry, { segment, offset, length });
+    return recovered.unfiled.map((u) => ({ ...u.entry }));
   }
 
   private async quarantine(name: string, reason: string, report: RecoveryReport | null): Promise<void> {
@@ -477,7 +519,7 @@ export class FsSpool implements Spool {
     await this.unlinkQuietly(this.file('queue', id, 'eml'));
   }
 
-  /** The marker is needed only while the journal segment exists (recovery removes any left over). */
+  /** The marker is needed only while the journal segment exists (recovery keeps it while it does, then drops it). */
   private dropDoneMarkerWhenRetired(id: string, segment: Segment): void {
     void segment.retired.then(() => this.unlinkQuietly(this.doneMarker(id))).catch(() => undefined);
   }

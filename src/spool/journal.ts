@@ -11,7 +11,8 @@
  * and the spool files them into queue/ (with their own fsyncs) in the background. A segment is
  * deleted (and journal/ fsynced) once every message in it is filed; the spool removes a filed
  * message only after that, so a crash can never replay a message that was already delivered.
- * At start the spool files whatever a crash left in the journal, then deletes it.
+ * At start the spool takes over what a crash left in the journal (adopt) and files it in the
+ * background, so the relay is up at once however large the backlog was.
  *
  * Record layout (little endian): magic u32 | meta length u32 | body length u32 |
  * CRC-32 of (the first 12 bytes, meta, body) u32 | meta (the queue record, JSON) | body (the message).
@@ -45,6 +46,8 @@ export function encodeRecord(meta: Buffer, body: Buffer): Buffer[] {
 export interface JournalRecord {
   meta: Buffer;
   body: Buffer;
+  /** Where the body starts in the segment file. */
+  bodyOffset: number;
 }
 
 /** Reads a segment's records up to the first one that is incomplete or fails its checksum. */
@@ -60,7 +63,7 @@ export function decodeRecords(data: Buffer): { records: JournalRecord[]; tornByt
     const meta = data.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + metaLength);
     const body = data.subarray(offset + HEADER_BYTES + metaLength, end);
     if (checksum(data.subarray(offset, offset + 12), meta, body) !== data.readUInt32LE(offset + 12)) break;
-    records.push({ meta, body });
+    records.push({ meta, body, bodyOffset: offset + HEADER_BYTES + metaLength });
     offset = end;
   }
   return { records, tornBytes: data.length - offset };
@@ -122,6 +125,8 @@ export class IntakeJournal {
   private accepting = true;
   private closed = false;
   private lastActivityAt = Number.NEGATIVE_INFINITY;
+  /** Every segment whose file is open (until it is retired), so close() closes them all. */
+  private readonly openSegments = new Set<OpenSegment>();
   private readonly monotonicNow: () => number;
 
   constructor(
@@ -158,6 +163,19 @@ export class IntakeJournal {
   }
 
   /**
+   * Takes over a segment a previous run left behind (recovery): sealed, read only, deleted once
+   * `unfiled` of its messages are settled. Until then the relay runs, and filing works through it
+   * in the background like after any burst, instead of the start waiting for all of it.
+   */
+  async adopt(file: string, unfiled: number): Promise<Segment> {
+    const handle = await this.fs.open(file, 'r');
+    const segment = this.track(file, handle);
+    segment.sealed = true;
+    segment.acked = unfiled;
+    return segment;
+  }
+
+  /**
    * Resolves once intake has been idle for `idleMs` (nothing appended or flushed), or after
    * `maxWaitMs`: background filing stays out of the way for the whole of a burst (it competes
    * for the disk and the cores with the acknowledgements) yet never stops.
@@ -189,12 +207,13 @@ export class IntakeJournal {
     this.accepting = false;
     const spare = await this.spare?.catch(() => null);
     this.spare = null;
-    for (const segment of [spare, this.current]) {
-      if (!segment) continue;
-      this.seal(segment);
+    for (const segment of [spare, this.current]) if (segment) this.seal(segment);
+    // Sealed segments still waiting for filing (and adopted ones) stay on disk for the next start.
+    for (const segment of [...this.openSegments]) {
       if (segment.retiring) await segment.retired;
       else await segment.handle.close().catch(() => undefined);
     }
+    this.openSegments.clear();
     this.closed = true;
   }
 
@@ -258,9 +277,15 @@ export class IntakeJournal {
       await this.fs.unlink(file).catch(() => undefined);
       throw err;
     }
+    return this.track(file, handle);
+  }
+
+  private track(file: string, handle: FileHandle): OpenSegment {
     let markRetired: () => void = () => undefined;
     const retired = new Promise<void>((resolve) => (markRetired = resolve));
-    return { file, handle, openedAt: this.options.now(), retired, markRetired, size: 0, acked: 0, settled: 0, sealed: false, flushing: false, retiring: false };
+    const segment: OpenSegment = { file, handle, openedAt: this.options.now(), retired, markRetired, size: 0, acked: 0, settled: 0, sealed: false, flushing: false, retiring: false };
+    this.openSegments.add(segment);
+    return segment;
   }
 
   private seal(segment: OpenSegment): void {
@@ -290,6 +315,7 @@ export class IntakeJournal {
       // Left behind, the segment is replayed at the next start; its filed messages are skipped.
       this.options.onError('spool.journal_retire_failed', err as Error);
     } finally {
+      this.openSegments.delete(segment);
       segment.markRetired();
     }
   }

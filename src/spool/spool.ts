@@ -16,7 +16,7 @@ export interface RecoveryReport {
   quarantined: Array<{ id: string; reason: string }>;
   /** Interrupted moves to failed/ that were completed. */
   completedMoves: number;
-  /** Acknowledged messages that were still in the intake journal, now filed into queue/. */
+  /** Acknowledged messages that were only in the intake journal: queued again, filed into queue/ in the background. */
   replayed: number;
 }
 

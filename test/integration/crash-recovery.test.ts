@@ -76,7 +76,7 @@ describe('crash safety', () => {
       }
       const duplicates = [...counts.values()].filter((c) => c > 1).length;
       const replayed = /"event":"spool.recovered"[^\n]*"replayedFromJournal":(\d+)/.exec(second.output())?.[1];
-      console.info(`crash test: ${acked.size} acknowledged, ${deliveredBeforeRestart} delivered before the kill, ${replayed} filed from the journal at restart, ${acked.size - missing.length} after restart, ${duplicates} duplicates`);
+      console.info(`crash test: ${acked.size} acknowledged, ${deliveredBeforeRestart} delivered before the kill, ${replayed} recovered from the journal at restart, ${acked.size - missing.length} after restart, ${duplicates} duplicates`);
       expect(duplicates).toBeLessThanOrEqual(4);
       expect(second.output()).toMatch(/"event":"spool.recovered"[^\n]*"queued":[1-9]/);
       while ((await readdir(path.join(spoolDir, 'queue'))).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

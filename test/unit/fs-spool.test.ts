@@ -297,12 +297,55 @@ describe('intake journal', () => {
 
     // The interrupted filing may have left its record's temporary file in tmp/ (written beside the message).
     const leftInTmp = (await list('tmp')).length;
-    const report = await new FsSpool(dir).recover();
+    const restarted = new FsSpool(dir);
+    const report = await restarted.recover();
     expect(report.replayed).toBe(1);
     expect(report.discardedPartial).toBe(1 + leftInTmp);
     expect(report.queued.map((e) => e.id).sort()).toEqual([onlyInJournal.id, filed.id].sort());
+    // The start does not wait for filing: the message is readable (from the journal) at once,
+    // filed into queue/ in the background, and then the segment is deleted.
+    expect((await restarted.readMessage(onlyInJournal.id)).toString()).toBe('Subject: journal only\r\n\r\nbody\r\n');
+    await eventually(async () => (await list('journal')).length === 0);
     expect((await readFile(path.join(dir, 'queue', `${onlyInJournal.id}.eml`))).toString()).toBe('Subject: journal only\r\n\r\nbody\r\n');
-    expect(await list('journal')).toEqual([]);
+    await restarted.close();
+  });
+
+  it('starts at once on a journal a crash left behind, and a second crash resends nothing delivered meanwhile', async () => {
+    // The crash left one segment: K (already filed into queue/), D (delivered before it was
+    // filed: queue/D.done), U1 and U2 (only in the journal).
+    const before = new FsSpool(dir, realSpoolFs, { journal: false });
+    await before.recover();
+    const k = await store(before);
+    const [d, u1, u2] = [{ ...k, id: newQueueId() }, { ...k, id: newQueueId() }, { ...k, id: newQueueId() }];
+    const segment = Buffer.concat([k, d, u1, u2].flatMap((e) => encodeRecord(Buffer.from(JSON.stringify(e)), Buffer.from(`Subject: ${e.id}\r\n\r\nx\r\n`))));
+    await writeFile(path.join(dir, 'journal', `${newQueueId()}.log`), segment);
+    await writeFile(path.join(dir, 'queue', `${d.id}.done`), '');
+
+    // After the restart U2's filing hangs, so the segment has to stay while the relay runs on.
+    const hangU2: SpoolFs = {
+      ...realSpoolFs,
+      open: ((file: string, flags?: string, mode?: number) =>
+        String(file).includes(`${u2.id}.eml`) && String(file).includes(`${path.sep}tmp${path.sep}`) ? new Promise(() => undefined) : realSpoolFs.open(file, flags, mode)) as SpoolFs['open'],
+    };
+    const first = new FsSpool(dir, hangU2);
+    const report = await first.recover();
+    expect(report.replayed).toBe(2);
+    expect(report.queued.map((e) => e.id)).toEqual([k.id, u1.id, u2.id].sort());
+    await eventually(async () => (await list('queue')).includes(`${u1.id}.json`));
+    // Delivered while the segment still holds them: each leaves a marker instead of vanishing.
+    await first.remove(k.id);
+    await first.remove(u1.id);
+    expect(await list('queue')).toEqual([`${k.id}.done`, `${d.id}.done`, `${u1.id}.done`].sort());
+    expect(await list('journal')).toHaveLength(1);
+
+    // Second crash (the first spool is abandoned, its U2 filing never completes): only U2 comes back.
+    const second = new FsSpool(dir);
+    const again = await second.recover();
+    expect(again.replayed).toBe(1);
+    expect(again.queued.map((e) => e.id)).toEqual([u2.id]);
+    await eventually(async () => (await list('journal')).length === 0 && (await list('queue')).length === 2);
+    expect(await list('queue')).toEqual([`${u2.id}.eml`, `${u2.id}.json`]);
+    await second.close();
   });
 
   it('never files a delivered message again, even when the restart finds it still in the journal', async () => {
@@ -348,11 +391,16 @@ describe('intake journal', () => {
     expect(await spool.count('queue')).toBe(2);
     await spool.remove(early.id);
     expect(await list('queue')).toEqual([`${early.id}.done`]);
-    // A restart files the stuck one from the journal and skips the delivered one.
-    const report = await new FsSpool(dir).recover();
+    // A restart files the stuck one from the journal and skips the delivered one, whose marker
+    // stays until the segment holding it is deleted.
+    const restarted = new FsSpool(dir);
+    const report = await restarted.recover();
     expect(report.replayed).toBe(1);
     expect(report.queued.map((e) => e.id)).toEqual([stuck.id]);
+    await eventually(async () => (await list('journal')).length === 0);
+    await eventually(async () => !(await list('queue')).includes(`${early.id}.done`));
     expect(await list('queue')).toEqual([`${stuck.id}.eml`, `${stuck.id}.json`]);
+    await restarted.close();
   });
 
   it('stops filing at close, leaving the rest in the journal for the next start (no errors)', async () => {
@@ -376,9 +424,12 @@ describe('intake journal', () => {
     await spool.close(10);
     await new Promise((r) => setTimeout(r, 400)); // the slow filing finishes; the others must not start
     expect(errors).toEqual([]);
-    const report = await new FsSpool(dir).recover();
+    const restarted = new FsSpool(dir);
+    const report = await restarted.recover();
     expect(report.replayed).toBe(2);
     expect(report.queued.map((e) => e.id).sort()).toEqual(entries.map((e) => e.id).sort());
+    await eventually(async () => (await list('queue')).length === 6);
+    await restarted.close();
   });
 
   it('files big messages directly (no journal), and so does intake when the filing backlog is full', async () => {
