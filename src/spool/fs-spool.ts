@@ -86,9 +86,9 @@ const FILING_CONCURRENCY = 1;
 // Filing waits for intake to be idle (nothing appended or flushed for 5 ms), at most 10 ms per
 // message, so a burst is acknowledged first and filed after, yet filing never stops: at least
 // ~100 messages/s under saturation, above one mailbox's Graph limit (40/s). Waiting only for the
-// flush in progress let filing run between every two flushes; waiting for idleness took smtp-source
-// (8 sessions, 10 KB) from 2,795 to 3,163-3,195 msg/s over reused connections and from 1,350 to
-// 1,658 one per connection (bench/README.md, session 3).
+// flush in progress let filing run between every two flushes. Same session, alternating builds,
+// smtp-source 8 sessions x 10,000 x 10 KB over reused connections: 2,649-2,956 -> 2,969-3,076
+// msg/s (bench/README.md, session 3); one per connection within the noise.
 const FILING_YIELD_MS = 10;
 const INTAKE_IDLE_MS = 5;
 // A filing that fails (disk full) is retried; the message is safe in the journal meanwhile.

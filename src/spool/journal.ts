@@ -169,7 +169,7 @@ export class IntakeJournal {
    */
   async adopt(file: string, unfiled: number): Promise<Segment> {
     const handle = await this.fs.open(file, 'r');
-    const segment = this.track(file, handle);
+    const segment = this.opened(file, handle);
     segment.sealed = true;
     segment.acked = unfiled;
     return segment;
@@ -277,10 +277,10 @@ export class IntakeJournal {
       await this.fs.unlink(file).catch(() => undefined);
       throw err;
     }
-    return this.track(file, handle);
+    return this.opened(file, handle);
   }
 
-  private track(file: string, handle: FileHandle): OpenSegment {
+  private opened(file: string, handle: FileHandle): OpenSegment {
     let markRetired: () => void = () => undefined;
     const retired = new Promise<void>((resolve) => (markRetired = resolve));
     const segment: OpenSegment = { file, handle, openedAt: this.options.now(), retired, markRetired, size: 0, acked: 0, settled: 0, sealed: false, flushing: false, retiring: false };
