@@ -101,7 +101,13 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
     // Nothing listens on admin.listen: the relay is not running, so the files are ours.
     const spool = new FsSpool(config.spool.dir);
     await spool.recover();
-    result = await offline(call, new QueueControl(spool, null, systemClock));
+    try {
+      result = await offline(call, new QueueControl(spool, null, systemClock));
+    } finally {
+      // Recovery started filing what a crash left in the journal; that is the relay's job at its
+      // next start (the journal keeps it safe until then), not this command's.
+      await spool.close(0);
+    }
   }
   if (result.status >= 400) {
     err.write(`${(result.body as { error?: string }).error ?? `HTTP ${result.status}`}\n`);
