@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { DirSyncer } from '../../src/spool/dir-sync.js';
 import { FsSpool, realSpoolFs, type FsSpoolOptions, type SpoolFs } from '../../src/spool/fs-spool.js';
 import { decodeRecords, encodeRecord, IntakeJournal } from '../../src/spool/journal.js';
@@ -9,10 +9,18 @@ import { newQueueId } from '../../src/spool/queue-id.js';
 import type { NewMessage } from '../../src/spool/spool.js';
 
 let dir: string;
+// Every spool a test starts (recover()) is closed afterwards, including those a test abandons to
+// stand for a crashed process: their open files would otherwise be closed by the garbage collector.
+let recoverCalls: MockInstance<FsSpool['recover']>;
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'sgr-fsspool-'));
+  recoverCalls = vi.spyOn(FsSpool.prototype, 'recover');
 });
 afterEach(async () => {
+  // Some tests make a file-system call hang for ever: a close waiting on it is given up after 200 ms.
+  const closing = Promise.all(recoverCalls.mock.contexts.map((spool) => (spool as FsSpool).close(0).catch(() => undefined)));
+  await Promise.race([closing, new Promise((r) => setTimeout(r, 200))]);
+  recoverCalls.mockRestore();
   await rm(dir, { recursive: true, force: true });
 });
 
