@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { queueBounce } from './delivery/bounces.js';
 import type { SpoolEntry } from './spool/entry.js';
 import { graphProfileKey } from './smtp/routing.js';
-import { CLOUDS, type RelayConfig } from './config/schema.js';
+import { resolveGraphHosts, type RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
 import { Scheduler } from './delivery/scheduler.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
@@ -159,13 +159,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     for (const route of cfg.routes) {
       if (!route.graph || map.has(graphProfileKey(route.graph))) continue;
       const { cloud, authorityHost, endpoint, ...identity } = route.graph;
-      const preset = cloud ? CLOUDS[cloud] : null;
-      const routeGraph = {
-        ...cfg.graph,
-        ...identity,
-        authorityHost: (authorityHost ?? preset?.authorityHost ?? cfg.graph.authorityHost).replace(/\/+$/, ''),
-        endpoint: (endpoint ?? preset?.endpoint ?? cfg.graph.endpoint).replace(/\/+$/, ''),
-      };
+      const routeGraph = { ...cfg.graph, ...identity, ...resolveGraphHosts({ cloud, authorityHost, endpoint }, cfg.graph) };
       const clients = await createGraphClients({ ...cfg, graph: routeGraph }, options.extraCaPem);
       map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: instrument(metrics, () => clients.mailer), close: () => clients.http.close() });
     }

@@ -80,6 +80,22 @@ export const CLOUDS = {
   china: { authorityHost: 'https://login.chinacloudapi.cn', endpoint: 'https://microsoftgraph.chinacloudapi.cn' },
 } as const;
 
+const cloudName = z.enum(Object.keys(CLOUDS) as [keyof typeof CLOUDS, ...Array<keyof typeof CLOUDS>]);
+
+/**
+ * The login host and Graph root for a graph section: explicit values win, then the section's cloud
+ * preset, then `fallback` (for a route: the main graph section's); never with a trailing slash.
+ */
+export function resolveGraphHosts(
+  section: { cloud?: keyof typeof CLOUDS | undefined; authorityHost?: string | undefined; endpoint?: string | undefined },
+  fallback: { authorityHost: string; endpoint: string },
+): { authorityHost: string; endpoint: string } {
+  const preset = section.cloud ? CLOUDS[section.cloud] : fallback;
+  return {
+    authorityHost: (section.authorityHost ?? preset.authorityHost).replace(/\/+$/, ''),
+    endpoint: (section.endpoint ?? preset.endpoint).replace(/\/+$/, ''),
+  };
+}
 
 const proxyUrl = z.string().refine(
   (v) => {
@@ -121,7 +137,7 @@ const routeSchema = z
         tenantId: z.string().min(1),
         clientId: z.string().min(1),
         auth: authSchema,
-        cloud: z.enum(['global', 'usgov', 'usgovdod', 'china']).optional(),
+        cloud: cloudName.optional(),
         authorityHost: httpsUrl.optional(),
         endpoint: httpsUrl.optional(),
       })
@@ -206,7 +222,7 @@ export const configSchema = z.strictObject({
     auth: authSchema,
     mailbox: z.string().min(3).optional(),
     /** Sets authorityHost, endpoint (and so the token scope) together; explicit values still win. */
-    cloud: z.enum(['global', 'usgov', 'usgovdod', 'china']).prefault('global'),
+    cloud: cloudName.prefault('global'),
     authorityHost: httpsUrl.optional(),
     endpoint: httpsUrl.optional(),
     /** HTTP(S) proxy for both the authority and Graph (CONNECT tunnels); HTTPS_PROXY/NO_PROXY are honoured when unset. */
@@ -215,11 +231,7 @@ export const configSchema = z.strictObject({
     caFile: z.string().min(1).optional(),
     requestTimeout: duration.prefault('30s'),
   })
-    .transform(({ authorityHost, endpoint, ...graph }) => ({
-      ...graph,
-      authorityHost: (authorityHost ?? CLOUDS[graph.cloud].authorityHost).replace(/\/+$/, ''),
-      endpoint: (endpoint ?? CLOUDS[graph.cloud].endpoint).replace(/\/+$/, ''),
-    })),
+    .transform(({ authorityHost, endpoint, ...graph }) => ({ ...graph, ...resolveGraphHosts({ cloud: graph.cloud, authorityHost, endpoint }, CLOUDS.global) })),
   /** First match wins; with no match graph.mailbox sends (or 550 5.7.1 when it is unset). */
   routes: z.array(routeSchema).prefault([]),
   spool: z

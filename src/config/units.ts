@@ -50,3 +50,8 @@ export function parseHostPort(value: string): { host: string; port: number } | n
   if (port < 0 || port > 65535) return null;
   return { host: (match[1] ?? match[2]) as string, port };
 }
+
+/** The http:// base URL of a listener (IPv6 hosts in brackets). */
+export function httpBaseUrl(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

@@ -40,7 +40,7 @@ export interface AttemptResult {
 }
 
 function tokenFailure(err: unknown): AttemptResult {
-  const e = err instanceof TokenError ? err : new TokenError(String((err as Error)?.message ?? err), 'unknown_error', true);
+  const e = TokenError.from(err, true);
   const reason = `token acquisition failed${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}: ${e.message}`;
   return { decision: { action: 'retry', kind: e.transient ? 'transient' : 'operator', reason, retryAfterMs: null, pauseMailbox: false }, code: e.aadsts ? `AADSTS${e.aadsts}` : e.errorCode };
 }

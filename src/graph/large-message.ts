@@ -78,6 +78,9 @@ async function* chunked(source: AsyncIterable<Buffer>, size: number): AsyncGener
 
 const networkOrHttp = (o: LargeOutcome, step: string): LargeOutcome => ({ ...o, step });
 
+/** A Retry-After for the mailbox arrived mid-way: stop without another request (attempt.ts postpones). */
+const paused = (): LargeOutcome => ({ kind: 'http', status: 429, code: 'RelayPaused', retryAfterMs: null, step: 'paused' });
+
 export async function sendLargeMessage(graph: GraphCall, mailbox: string, file: string, fileSize: number, token: string, hooks: LargeMessageHooks): Promise<LargeOutcome> {
   const { header, bodyOffset } = await readHeaderBlockFromFile(file);
   const leaves = (await scanLeafParts(file, header, bodyOffset)).filter((p) => p.transferEncoding === 'base64');
@@ -96,7 +99,7 @@ export async function sendLargeMessage(graph: GraphCall, mailbox: string, file: 
   const draftMime = await withoutRanges(file, fileSize, extracted.map((p) => [p.cutStart, p.cutEnd]));
 
   const base = `/users/${encodeURIComponent(mailbox)}/messages`;
-  if (!hooks.mayProceed()) return { kind: 'http', status: 429, code: 'RelayPaused', retryAfterMs: null, step: 'paused' };
+  if (!hooks.mayProceed()) return paused();
   const draft = await graph.call('POST', base, token, { body: draftMime.toString('base64'), contentType: 'text/plain' });
   if (draft.outcome.kind !== 'http' || draft.outcome.status !== 201) {
     const o = draft.outcome;
@@ -116,7 +119,7 @@ export async function sendLargeMessage(graph: GraphCall, mailbox: string, file: 
     const name = part.filename ?? `attachment-${part.cutStart}`;
     const size = await decodedSize(file, part);
     const isInline = part.disposition === 'inline' || (part.disposition === null && part.contentId !== null);
-    if (!hooks.mayProceed()) return abandon({ kind: 'http', status: 429, code: 'RelayPaused', retryAfterMs: null, step: 'paused' });
+    if (!hooks.mayProceed()) return abandon(paused());
     if (size < UPLOAD_SESSION_MINIMUM) {
       // Small enough for one request: the base64 text goes in as it is (graph-api-facts §1.2).
       const chunks: Buffer[] = [];
@@ -144,7 +147,7 @@ export async function sendLargeMessage(graph: GraphCall, mailbox: string, file: 
       position = end + 1;
     }
   }
-  if (!hooks.mayProceed()) return abandon({ kind: 'http', status: 429, code: 'RelayPaused', retryAfterMs: null, step: 'paused' });
+  if (!hooks.mayProceed()) return abandon(paused());
   const sent = await graph.call('POST', `${base}/${encodeURIComponent(draftId)}/send`, token, { body: '', contentType: 'application/json' });
   if (sent.outcome.kind !== 'http' || sent.outcome.status !== 202) return abandon(networkOrHttp(sent.outcome, 'send'));
   return { ...sent.outcome, step: 'send' };

@@ -33,7 +33,7 @@ export class ObservedTokenProvider implements TokenProvider {
       this.onResult?.(true);
       return token;
     } catch (err) {
-      const e = err instanceof TokenError ? err : new TokenError(String(err), 'unknown_error', true);
+      const e = TokenError.from(err, true);
       this.health.lastFailureAt = this.now();
       this.health.lastError = { code: e.aadsts ? `AADSTS${e.aadsts}` : e.errorCode, message: e.message };
       this.health.loginRequired = e.errorCode === LOGIN_REQUIRED;

@@ -19,4 +19,9 @@ export class TokenError extends Error {
     super(message);
     this.name = 'TokenError';
   }
+
+  /** Any failure while getting a token, as a TokenError (anything unexpected counts as `transient` or not, as the caller says). */
+  static from(err: unknown, transient: boolean): TokenError {
+    return err instanceof TokenError ? err : new TokenError(String((err as Error)?.message ?? err), 'unknown_error', transient);
+  }
 }

@@ -24,7 +24,7 @@ export interface LeafPart {
 interface Frame {
   boundary: string;
   /** The leaf currently being read in this multipart, waiting for its end. */
-  open: (Omit<LeafPart, 'cutEnd' | 'bodyEnd'> & { headerDone: boolean; headerLines: Buffer[] }) | null;
+  open: Omit<LeafPart, 'cutEnd' | 'bodyEnd'> | null;
 }
 
 const MAX_HEADER_BYTES = 64 * 1024;
@@ -62,31 +62,29 @@ export async function scanLeafParts(file: string, topHeaderBlock: Buffer, bodyOf
   let linePrefix = Buffer.alloc(0);
   let lineStart = bodyOffset;
   // A part's header block is read line by line until the empty line.
-  let pendingHeader: { frame: Frame; start: number; delimiterStart: number; lines: Buffer[]; size: number } | null = null;
+  let pendingHeader: { frame: Frame; delimiterStart: number; lines: Buffer[]; size: number } | null = null;
 
   const closeLeaf = (frame: Frame, delimiterLineStart: number) => {
     if (!frame.open) return;
     const end = Math.max(frame.open.bodyStart, delimiterLineStart - 2);
-    const { headerDone: _h, headerLines: _l, ...leaf } = frame.open;
-    leaves.push({ ...leaf, cutEnd: end, bodyEnd: end });
+    leaves.push({ ...frame.open, cutEnd: end, bodyEnd: end });
     frame.open = null;
   };
 
   const onLine = (prefix: Buffer, start: number, end: number) => {
     if (pendingHeader) {
-      const text = prefix;
-      if (text.length === 0 || (text.length === 1 && text[0] === 0x0d)) {
+      if (prefix.length === 0 || (prefix.length === 1 && prefix[0] === 0x0d)) {
         const header = Buffer.concat(pendingHeader.lines);
         const info = describe(header);
         const frame = pendingHeader.frame;
         if (info.boundary) stack.push({ boundary: info.boundary, open: null });
         else {
           const { boundary: _b, ...facts } = info;
-          frame.open = { ...facts, cutStart: Math.max(bodyOffset, pendingHeader.delimiterStart - 2), bodyStart: end, headerDone: true, headerLines: [] };
+          frame.open = { ...facts, cutStart: Math.max(bodyOffset, pendingHeader.delimiterStart - 2), bodyStart: end };
         }
         pendingHeader = null;
       } else if (pendingHeader.size < MAX_HEADER_BYTES) {
-        pendingHeader.lines.push(Buffer.concat([prefix.subarray(0, prefix.length), Buffer.from('\n')]));
+        pendingHeader.lines.push(Buffer.concat([prefix, Buffer.from('\n')]));
         pendingHeader.size += prefix.length + 1;
       }
       return;
@@ -102,9 +100,9 @@ export async function scanLeafParts(file: string, topHeaderBlock: Buffer, bodyOf
           closeLeaf(inner, start);
         }
         closeLeaf(frame, start);
-        if (line.endsWith('--') && line === `--${frame.boundary}--`) {
+        if (line === `--${frame.boundary}--`) {
           if (depth > 0) stack.pop();
-        } else pendingHeader = { frame, start: end, delimiterStart: start, lines: [], size: 0 };
+        } else pendingHeader = { frame, delimiterStart: start, lines: [], size: 0 };
         return;
       }
     }
@@ -116,7 +114,7 @@ export async function scanLeafParts(file: string, topHeaderBlock: Buffer, bodyOf
       const piece = chunk.subarray(from, nl);
       const prefix = linePrefix.length > 0 ? Buffer.concat([linePrefix, piece.subarray(0, Math.max(0, 1024 - linePrefix.length))]) : piece.subarray(0, 1024);
       const end = offset + nl + 1;
-      onLine(Buffer.from(prefix), lineStart, end);
+      onLine(prefix, lineStart, end);
       linePrefix = Buffer.alloc(0);
       lineStart = end;
       from = nl + 1;

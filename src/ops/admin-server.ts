@@ -5,10 +5,10 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseDurationMs } from '../config/units.js';
+import { httpBaseUrl } from '../config/units.js';
 import type { Logger } from '../log.js';
 import type { RelayMetrics } from './metrics.js';
-import { QueueCommandError, type QueueControl, type QueueState } from './queue-control.js';
+import { runQueueRequest, type QueueControl } from './queue-control.js';
 
 export interface Readiness {
   ready: boolean;
@@ -28,7 +28,6 @@ export interface RunningAdmin {
 }
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace']);
-const STATES = new Set<QueueState>(['active', 'queued', 'deferred', 'held', 'failed']);
 
 function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -60,36 +59,14 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps): P
       return json(res, 200, { level });
     }
     if (parts[0] === 'queue') {
-      if (method === 'GET' && parts.length === 1) {
-        const state = url.searchParams.get('state') as QueueState | null;
-        if (state && !STATES.has(state)) return json(res, 400, { error: `state must be one of ${[...STATES].join(', ')}` });
-        return json(res, 200, await deps.queue.list(state ?? undefined));
-      }
-      if (method === 'POST' && parts[1] === 'retry-all') return json(res, 200, { retried: await deps.queue.retryAll() });
-      if (method === 'POST' && parts[1] === 'purge-failed') {
-        const olderThan = parseDurationMs(url.searchParams.get('olderThan') ?? '');
-        if (olderThan === null) return json(res, 400, { error: 'olderThan must be a duration such as 7d' });
-        return json(res, 200, { purged: await deps.queue.purgeFailed(olderThan) });
-      }
-      const id = parts[1] ?? '';
-      if (method === 'GET' && parts.length === 2) return json(res, 200, await deps.queue.show(id));
-      if (method === 'POST' && parts.length === 3) {
-        const action = parts[2];
-        if (action === 'retry') return json(res, 200, await deps.queue.retry(id));
-        if (action === 'hold') return json(res, 200, await deps.queue.hold(id));
-        if (action === 'release') return json(res, 200, await deps.queue.release(id));
-        if (action === 'delete') {
-          await deps.queue.delete(id);
-          return json(res, 200, { deleted: id });
-        }
-      }
+      const { status, body } = await runQueueRequest(deps.queue, method, url);
+      return json(res, status, body);
     }
     return json(res, 404, { error: 'not found' });
   };
 
   const server = createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
-      if (err instanceof QueueCommandError) return json(res, err.status, { error: err.message });
       deps.logger.error({ event: 'admin.error', err: (err as Error).message }, 'admin request failed');
       if (!res.headersSent) json(res, 500, { error: (err as Error).message });
     });
@@ -100,7 +77,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps): P
   });
   const address = server.address() as AddressInfo;
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`,
+    url: httpBaseUrl(host, address.port),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

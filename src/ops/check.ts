@@ -46,7 +46,7 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
       token = await tokens.getToken();
       say('ok    token acquired');
     } catch (err) {
-      const e = err instanceof TokenError ? err : new TokenError(String(err), 'unknown_error', false);
+      const e = TokenError.from(err, false);
       const detail = e.transient ? `${e.message} (network or service problem: check proxy, firewall and DNS for ${new URL(config.graph.authorityHost).host})` : e.message;
       return fail(`token${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}`, diagnoseAadsts(e.aadsts), detail);
     }

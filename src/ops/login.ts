@@ -19,7 +19,7 @@ export async function runLogin(config: RelayConfig, out: Writable, extraCaPem: s
     out.write('restart the relay (or let it retry) to deliver as this mailbox.\n');
     return 0;
   } catch (err) {
-    const e = err instanceof TokenError ? err : new TokenError(String(err), 'unknown_error', false);
+    const e = TokenError.from(err, false);
     const d = diagnoseAadsts(e.aadsts);
     out.write(`sign-in failed: ${e.aadsts ? `AADSTS${e.aadsts} ` : ''}${d ? d.cause : e.message}\n`);
     if (d) out.write(`fix: ${d.fix}\n`);

@@ -6,10 +6,10 @@
 import type { Writable } from 'node:stream';
 import { request } from 'undici';
 import type { RelayConfig } from '../config/schema.js';
-import { parseDurationMs, parseHostPort } from '../config/units.js';
+import { httpBaseUrl, parseDurationMs, parseHostPort } from '../config/units.js';
 import { FsSpool } from '../spool/fs-spool.js';
 import { systemClock } from '../util/clock.js';
-import { QueueCommandError, QueueControl, type QueueItem, type QueueState } from './queue-control.js';
+import { QueueControl, runQueueRequest, type QueueItem, type QueueState } from './queue-control.js';
 
 export interface QueueCliArgs {
   action: string | undefined;
@@ -44,28 +44,6 @@ function callFor(args: QueueCliArgs): Call | string {
   }
 }
 
-/** The same operations on the spool files, for a stopped relay. */
-async function offline(call: Call, control: QueueControl): Promise<{ status: number; body: unknown }> {
-  const url = new URL(call.path, 'http://offline');
-  const parts = url.pathname.split('/').filter(Boolean);
-  try {
-    if (call.method === 'GET' && parts.length === 1) return { status: 200, body: await control.list((url.searchParams.get('state') as QueueState | null) ?? undefined) };
-    if (call.method === 'GET') return { status: 200, body: await control.show(parts[1] ?? '') };
-    if (parts[1] === 'retry-all') return { status: 200, body: { retried: await control.retryAll() } };
-    if (parts[1] === 'purge-failed') return { status: 200, body: { purged: await control.purgeFailed(parseDurationMs(url.searchParams.get('olderThan') ?? '') ?? 0) } };
-    const id = parts[1] ?? '';
-    const action = parts[2];
-    if (action === 'retry') return { status: 200, body: await control.retry(id) };
-    if (action === 'hold') return { status: 200, body: await control.hold(id) };
-    if (action === 'release') return { status: 200, body: await control.release(id) };
-    await control.delete(id);
-    return { status: 200, body: { deleted: id } };
-  } catch (err) {
-    if (err instanceof QueueCommandError) return { status: err.status, body: { error: err.message } };
-    throw err;
-  }
-}
-
 const age = (ms: number) => (ms < 90_000 ? `${Math.round(ms / 1000)}s` : ms < 5_400_000 ? `${Math.round(ms / 60_000)}m` : ms < 172_800_000 ? `${Math.round(ms / 3_600_000)}h` : `${Math.round(ms / 86_400_000)}d`);
 
 function describeItem(item: QueueItem, now: number): string {
@@ -91,7 +69,7 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
     try {
-      const response = await request(`http://${host.includes(':') ? `[${host}]` : host}:${port}${call.path}`, { method: call.method, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      const response = await request(`${httpBaseUrl(host, port)}${call.path}`, { method: call.method, headersTimeout: 10_000, bodyTimeout: 10_000 });
       result = { status: response.statusCode, body: await response.body.json() };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw e;
@@ -102,7 +80,8 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
     const spool = new FsSpool(config.spool.dir);
     await spool.recover();
     try {
-      result = await offline(call, new QueueControl(spool, null, systemClock));
+      // The same dispatch as the admin API, on the spool files.
+      result = await runQueueRequest(new QueueControl(spool, null, systemClock), call.method, new URL(call.path, 'http://offline'));
     } finally {
       // Recovery started filing what a crash left in the journal; that is the relay's job at its
       // next start (the journal keeps it safe until then), not this command's.

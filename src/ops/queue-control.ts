@@ -7,8 +7,10 @@ import type { Scheduler } from '../delivery/scheduler.js';
 import type { SpoolEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
+import { parseDurationMs } from '../config/units.js';
 
 export type QueueState = 'active' | 'queued' | 'deferred' | 'held' | 'failed';
+const QUEUE_STATES = new Set<QueueState>(['active', 'queued', 'deferred', 'held', 'failed']);
 
 export interface QueueItem {
   id: string;
@@ -135,5 +137,49 @@ export class QueueControl {
       }
     }
     return count;
+  }
+}
+
+export interface QueueResponse {
+  status: number;
+  body: unknown;
+}
+
+/**
+ * A queue command as the admin API names it (method, /queue/... path and query), run against
+ * `control`: the one dispatch behind both the admin API and `queue` commands on a stopped relay.
+ */
+export async function runQueueRequest(control: QueueControl, method: string, url: URL): Promise<QueueResponse> {
+  const parts = url.pathname.split('/').filter(Boolean);
+  const ok = (body: unknown): QueueResponse => ({ status: 200, body });
+  const badRequest = (error: string): QueueResponse => ({ status: 400, body: { error } });
+  try {
+    if (method === 'GET' && parts.length === 1) {
+      const state = url.searchParams.get('state') as QueueState | null;
+      if (state && !QUEUE_STATES.has(state)) return badRequest(`state must be one of ${[...QUEUE_STATES].join(', ')}`);
+      return ok(await control.list(state ?? undefined));
+    }
+    if (method === 'POST' && parts[1] === 'retry-all') return ok({ retried: await control.retryAll() });
+    if (method === 'POST' && parts[1] === 'purge-failed') {
+      const olderThan = parseDurationMs(url.searchParams.get('olderThan') ?? '');
+      if (olderThan === null) return badRequest('olderThan must be a duration such as 7d');
+      return ok({ purged: await control.purgeFailed(olderThan) });
+    }
+    const id = parts[1] ?? '';
+    if (method === 'GET' && parts.length === 2) return ok(await control.show(id));
+    if (method === 'POST' && parts.length === 3) {
+      const action = parts[2];
+      if (action === 'retry') return ok(await control.retry(id));
+      if (action === 'hold') return ok(await control.hold(id));
+      if (action === 'release') return ok(await control.release(id));
+      if (action === 'delete') {
+        await control.delete(id);
+        return ok({ deleted: id });
+      }
+    }
+    return { status: 404, body: { error: 'not found' } };
+  } catch (err) {
+    if (err instanceof QueueCommandError) return { status: err.status, body: { error: err.message } };
+    throw err;
   }
 }

@@ -36,27 +36,30 @@ export async function verifyPassword(password: string, encoded: string): Promise
  * with smtp.rateLimit, messages per minute.
  */
 export class SlidingWindowLimiter {
-  private readonly failures = new Map<string, number[]>();
+  /** Event times per client address, oldest first. */
+  private readonly events = new Map<string, number[]>();
 
   constructor(
-    private readonly maxFailures: number,
+    private readonly maxEvents: number,
     private readonly windowMs: number,
     private readonly now: () => number,
   ) {}
 
   private recent(address: string): number[] {
     const cutoff = this.now() - this.windowMs;
-    const list = (this.failures.get(address) ?? []).filter((t) => t > cutoff);
-    if (list.length === 0) this.failures.delete(address);
-    else this.failures.set(address, list);
+    const list = (this.events.get(address) ?? []).filter((t) => t > cutoff);
+    if (list.length === 0) this.events.delete(address);
+    else this.events.set(address, list);
     return list;
   }
 
   isBlocked(address: string): boolean {
-    return this.recent(address).length >= this.maxFailures;
+    return this.recent(address).length >= this.maxEvents;
   }
 
   record(address: string): void {
-    this.failures.set(address, [...this.recent(address), this.now()]);
+    const list = this.recent(address);
+    list.push(this.now());
+    this.events.set(address, list);
   }
 }
