@@ -3,7 +3,7 @@
  * export) editor completion all come from this file. Objects are strict: unknown keys are errors.
  */
 import { z } from 'zod';
-import { isLoopbackHost, parseCidr } from '../smtp/address-policy.js';
+import { isLoopbackHost, parseCidr } from '../net/address-policy.js';
 import { parseDurationMs, parseHostPort, parseSizeBytes } from './units.js';
 
 const duration = z
@@ -237,7 +237,7 @@ export const configSchema = z.strictObject({
   spool: z
     .strictObject({
       dir: z.string().min(1).prefault('/var/spool/smtp-graph-relay'),
-      // Group commit: small messages share one fsync before their 250 (spool/journal.ts); false gives
+      // Group commit: small messages share one fsync before their 250 (spool/fs/journal.ts); false gives
       // every message its own fsyncs (slower under bursts, same guarantee).
       journal: z.boolean().prefault(true),
     })

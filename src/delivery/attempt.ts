@@ -2,7 +2,8 @@
  * One delivery attempt: token -> spooled MIME -> sendMail -> classification. A 401 forces exactly
  * one token refresh and one more request; a second 401 waits for a person (DESIGN.md).
  */
-import type { GraphMailer, GraphOutcome } from '../graph/mailer.js';
+import type { GraphOutcome } from '../graph/graph-call.js';
+import type { GraphMailer } from '../graph/mailer.js';
 import { TokenError, type TokenProvider } from '../graph/token-provider.js';
 import type { SpoolEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';

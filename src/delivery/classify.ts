@@ -4,7 +4,7 @@
  * permission problems (403, unknown mailbox) wait for a person instead of failing the queue.
  * Anything not in the table is retried: an unknown outcome must never lose mail.
  */
-import type { GraphOutcome } from '../graph/mailer.js';
+import type { GraphOutcome } from '../graph/graph-call.js';
 
 export type Decision =
   | { action: 'delivered' }

@@ -9,7 +9,7 @@
 import { createReadStream } from 'node:fs';
 import { readHeaderBlockFromFile } from '../mime/header-block.js';
 import { scanLeafParts, type LeafPart } from '../mime/mime-structure.js';
-import type { GraphCall, GraphOutcome } from './mailer.js';
+import type { GraphCall, GraphOutcome } from './graph-call.js';
 
 /** Raw MIME that still fits one request once base64-encoded (4 MiB). */
 export const SINGLE_REQUEST_LIMIT = 3 * 1024 * 1024;

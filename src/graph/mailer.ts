@@ -8,28 +8,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseGraphError } from './graph-error.js';
+import type { GraphCall, GraphOutcome } from './graph-call.js';
 import type { HttpTransport } from './http-transport.js';
 import { sendLargeMessage, type LargeMessageHooks } from './large-message.js';
 import { parseRetryAfterMs } from './retry-after.js';
-
-export type GraphOutcome =
-  | { kind: 'http'; status: number; code?: string; message?: string; requestId?: string; retryAfterMs: number | null }
-  | { kind: 'network'; message: string; code?: string };
 
 export interface GraphMailer {
   sendMime(mailbox: string, mime: Buffer, accessToken: string): Promise<GraphOutcome>;
   /** The draft + upload-session path for messages over one request's size (large-message.ts). */
   sendLarge(mailbox: string, file: string, size: number, accessToken: string, hooks: LargeMessageHooks): Promise<GraphOutcome>;
-}
-
-/** One Graph request: a path under /v1.0 (or a full URL, for upload sessions), optional bearer token. */
-export interface GraphCall {
-  call(
-    method: string,
-    pathOrUrl: string,
-    accessToken: string | null,
-    options?: { body?: string | Buffer; contentType?: string; headers?: Record<string, string> },
-  ): Promise<{ outcome: GraphOutcome; json: unknown }>;
 }
 
 export class HttpGraphMailer implements GraphMailer, GraphCall {

@@ -7,7 +7,7 @@ import type { Writable } from 'node:stream';
 import { request } from 'undici';
 import type { RelayConfig } from '../config/schema.js';
 import { httpBaseUrl, parseDurationMs, parseHostPort } from '../config/units.js';
-import { FsSpool } from '../spool/fs-spool.js';
+import { FsSpool } from '../spool/fs/fs-spool.js';
 import { systemClock } from '../util/clock.js';
 import { QueueControl, runQueueRequest, type QueueItem, type QueueState } from './queue-control.js';
 

@@ -5,7 +5,7 @@
  * Pure functions; the SMTP hooks call them at RCPT (without the header) and at DATA (with it).
  */
 import type { RouteConfig } from '../config/schema.js';
-import { ClientAllowlist, senderMatches } from './address-policy.js';
+import { ClientAllowlist, senderMatches } from '../net/address-policy.js';
 
 export interface RouteFacts {
   envelopeFrom: string;

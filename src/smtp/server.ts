@@ -16,7 +16,7 @@ import type { SpoolEntry } from '../spool/entry.js';
 import { newQueueId } from '../spool/queue-id.js';
 import type { Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
-import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from './address-policy.js';
+import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from '../net/address-policy.js';
 import { receiveMessage } from './intake.js';
 import { SlidingWindowLimiter, verifyPassword } from './local-auth.js';
 import { Router } from './routing.js';

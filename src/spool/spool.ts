@@ -1,6 +1,6 @@
 /**
  * The Spool boundary: what intake, scheduler and queue commands need from durable storage.
- * FsSpool is the real implementation; the conformance suite in test/unit runs against it.
+ * FsSpool (fs/) is the file-system implementation; the conformance suite in test/unit runs against it.
  */
 import type { Readable } from 'node:stream';
 import type { SpoolEntry } from './entry.js';

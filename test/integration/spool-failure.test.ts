@@ -7,8 +7,9 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FsSpool, realSpoolFs, type SpoolFs } from '../../src/spool/fs-spool.js';
-import { decodeRecords } from '../../src/spool/journal.js';
+import { FsSpool } from '../../src/spool/fs/fs-spool.js';
+import { realSpoolFs, type SpoolFs } from '../../src/spool/fs/spool-fs.js';
+import { decodeRecords } from '../../src/spool/fs/journal.js';
 import { until } from '../helpers/wait.js';
 import { startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { attemptDelivery, MAX_SINGLE_REQUEST_MIME_BYTES } from '../../src/delivery/attempt.js';
-import type { GraphMailer, GraphOutcome } from '../../src/graph/mailer.js';
+import type { GraphOutcome } from '../../src/graph/graph-call.js';
+import type { GraphMailer } from '../../src/graph/mailer.js';
 import { TokenError, type TokenProvider } from '../../src/graph/token-provider.js';
 import type { SpoolEntry } from '../../src/spool/entry.js';
 import type { Spool } from '../../src/spool/spool.js';

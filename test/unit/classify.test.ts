@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { classifyOutcome, CLASSIFICATION_TABLE } from '../../src/delivery/classify.js';
-import type { GraphOutcome } from '../../src/graph/mailer.js';
+import type { GraphOutcome } from '../../src/graph/graph-call.js';
 
 const http = (status: number, code?: string, message?: string, retryAfterMs: number | null = null): GraphOutcome => ({ kind: 'http', status, retryAfterMs, ...(code ? { code } : {}), ...(message ? { message } : {}) });
 

@@ -2,9 +2,10 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
-import { DirSyncer } from '../../src/spool/dir-sync.js';
-import { FsSpool, realSpoolFs, type FsSpoolOptions, type SpoolFs } from '../../src/spool/fs-spool.js';
-import { decodeRecords, encodeRecord, IntakeJournal } from '../../src/spool/journal.js';
+import { DirSyncer } from '../../src/spool/fs/dir-sync.js';
+import { FsSpool, type FsSpoolOptions } from '../../src/spool/fs/fs-spool.js';
+import { realSpoolFs, type SpoolFs } from '../../src/spool/fs/spool-fs.js';
+import { decodeRecords, encodeRecord, IntakeJournal } from '../../src/spool/fs/journal.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 import type { NewMessage } from '../../src/spool/spool.js';
 

@@ -6,7 +6,7 @@ import type { AttemptResult } from '../../src/delivery/attempt.js';
 import { Scheduler } from '../../src/delivery/scheduler.js';
 import { silentLogger } from '../../src/log.js';
 import type { SpoolEntry } from '../../src/spool/entry.js';
-import { FsSpool } from '../../src/spool/fs-spool.js';
+import { FsSpool } from '../../src/spool/fs/fs-spool.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 import { until } from '../helpers/wait.js';
 

@@ -23,8 +23,8 @@ import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { DirSyncer } from './dir-sync.js';
-import type { SpoolFs } from './fs-spool.js';
-import { newQueueId } from './queue-id.js';
+import type { SpoolFs } from './spool-fs.js';
+import { newQueueId } from '../queue-id.js';
 
 const MAGIC = 0x4a524753; // "SGRJ"
 const HEADER_BYTES = 16;

@@ -12,38 +12,17 @@
  * fsynced. Journaled messages are filed into queue/ the same way after the 250, in the background
  * (filer.ts), and read from the journal until then.
  */
-import * as fsp from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { DirSyncer } from './dir-sync.js';
-import { parseEntry, serializeEntry, type SpoolEntry } from './entry.js';
+import { realSpoolFs, type SpoolFs } from './spool-fs.js';
+import { parseEntry, serializeEntry, type SpoolEntry } from '../entry.js';
 import { JournalFiler } from './filer.js';
 import { decodeRecords, IntakeJournal, type Segment } from './journal.js';
-import { isQueueId } from './queue-id.js';
-import type { MessageWriter, NewMessage, RecoveryReport, Spool } from './spool.js';
-
-/** The file-system calls the spool makes; tests replace one to force a failure on the durable path. */
-export interface SpoolFs {
-  open: typeof fsp.open;
-  rename: typeof fsp.rename;
-  link: typeof fsp.link;
-  unlink: typeof fsp.unlink;
-  readdir: typeof fsp.readdir;
-  readFile: typeof fsp.readFile;
-  mkdir: typeof fsp.mkdir;
-}
-
-export const realSpoolFs: SpoolFs = {
-  open: fsp.open,
-  rename: fsp.rename,
-  link: fsp.link,
-  unlink: fsp.unlink,
-  readdir: fsp.readdir,
-  readFile: fsp.readFile,
-  mkdir: fsp.mkdir,
-};
+import { isQueueId } from '../queue-id.js';
+import type { MessageWriter, NewMessage, RecoveryReport, Spool } from '../spool.js';
 
 type Area = 'journal' | 'tmp' | 'queue' | 'failed' | 'corrupt';
 

@@ -5,7 +5,7 @@
  * them from there), their segment (a removal must leave a marker while it exists), and which of
  * them were delivered before their turn (those are never filed).
  */
-import type { SpoolEntry } from './entry.js';
+import type { SpoolEntry } from '../entry.js';
 import type { IntakeJournal, JournalLocation, Segment } from './journal.js';
 
 export interface FilerOptions {
