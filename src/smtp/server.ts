@@ -22,7 +22,7 @@ import { SlidingWindowLimiter, verifyPassword } from './local-auth.js';
 import { Router } from './routing.js';
 import type { RouteConfig } from '../config/schema.js';
 import { replies, SmtpReply } from './replies.js';
-import { applySmtpServerAdjustments } from './smtp-server-adapter.js';
+import { applySmtpServerAdjustments, type RefusalListener } from './smtp-server-adapter.js';
 
 export interface SmtpTlsSettings {
   certFile: string;
@@ -111,10 +111,20 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
   let closing = false;
   let tlsMaterial = settings.tls ? await readTls(settings.tls) : null;
 
+  // Why a hook refused, kept until the reply goes out: the log line is written when the reply is
+  // sent (onRefusalSent), so refusals smtp-server makes by itself (530 before AUTH, 552 for SIZE=)
+  // are logged too, and a refusal smtp-server restates (552 after an oversized DATA) only once.
+  const reasons = new WeakMap<object, { reason: string; queueId?: string }>();
   const refuse = (session: SMTPServerSession, reply: SmtpReply, reason: string, queueId?: string) => {
-    logger.warn({ event: 'smtp.refused', ...(queueId ? { queueId } : {}), client: session.remoteAddress, code: reply.responseCode, reason }, 'refused');
-    deps.onRefused?.(reply.responseCode);
+    reasons.set(session, { reason, ...(queueId ? { queueId } : {}) });
     return reply;
+  };
+  const onRefusalSent: RefusalListener = (session, client, code, text) => {
+    const hook = reasons.get(session);
+    reasons.delete(session);
+    const reply = text.slice(0, 200);
+    logger.warn({ event: 'smtp.refused', ...(hook?.queueId ? { queueId: hook.queueId } : {}), client, code, reason: hook?.reason ?? reply, reply }, 'refused');
+    deps.onRefused?.(code);
   };
   // Allowlisted (or loopback) clients skip smtp-server's 100 ms early-talker delay.
   const isTrusted = (address: string) => isLoopback(address) || (allowlist?.allows(address) ?? false);
@@ -262,7 +272,9 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
       maxCommandLength: 4096,
       logger: false,
       // Consulted by smtp-server-adapter.ts before the greeting and for the session deadline.
-      ...({ skipGreetingDelay: isTrusted, maxSessionMs: () => settings.maxSessionMs ?? 0 } as object),
+      ...({ skipGreetingDelay: isTrusted, maxSessionMs: () => settings.maxSessionMs ?? 0, onRefusalSent } as object),
+      // smtp-server answers MAIL without AUTH itself (when AUTH is offered): same words as our own 530.
+      authRequiredMessage: replies.authRequired().message,
     } as SMTPServerOptions);
     server.on('error', (err) => logger.error({ event: 'smtp.error', listen: spec.listen, err: err.message }, 'SMTP server error'));
     await new Promise<void>((resolve, reject) => {
