@@ -62,4 +62,51 @@ export class SlidingWindowLimiter {
     list.push(this.now());
     this.events.set(address, list);
   }
+
+  /** Events of this address within the window. */
+  count(address: string): number {
+    return this.recent(address).length;
+  }
+}
+
+/**
+ * At most maxFailures wrong passwords per window and client address are ever evaluated, however
+ * many connections send them at once. A guess in flight counts against the limit until scrypt has
+ * answered (40 parallel guesses were all evaluated with maxFailures 5 when only finished failures
+ * counted); one that would exceed it waits for those in flight instead of being refused, so
+ * parallel logins with the right password are not turned away, and gets 454 once the failures
+ * that came back fill the window.
+ */
+export class LoginAttemptGate {
+  private readonly inFlight = new Map<string, number>();
+  private readonly waiting = new Map<string, Array<() => void>>();
+
+  constructor(
+    private readonly failures: SlidingWindowLimiter,
+    private readonly maxFailures: number,
+  ) {}
+
+  /** Null: over the limit (454). Otherwise call the result once with the verification's outcome. */
+  async begin(address: string): Promise<((failed: boolean) => void) | null> {
+    for (;;) {
+      const failed = this.failures.count(address);
+      if (failed >= this.maxFailures) return null;
+      const busy = this.inFlight.get(address) ?? 0;
+      if (failed + busy < this.maxFailures) {
+        this.inFlight.set(address, busy + 1);
+        return (outcomeFailed) => this.finish(address, outcomeFailed);
+      }
+      await new Promise<void>((resolve) => this.waiting.set(address, [...(this.waiting.get(address) ?? []), resolve]));
+    }
+  }
+
+  private finish(address: string, failed: boolean): void {
+    if (failed) this.failures.record(address);
+    const busy = (this.inFlight.get(address) ?? 1) - 1;
+    if (busy > 0) this.inFlight.set(address, busy);
+    else this.inFlight.delete(address);
+    const waiters = this.waiting.get(address) ?? [];
+    this.waiting.delete(address);
+    for (const wake of waiters) wake();
+  }
 }

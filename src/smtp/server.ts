@@ -18,7 +18,7 @@ import type { Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
 import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from '../net/address-policy.js';
 import { receiveMessage } from './intake.js';
-import { SlidingWindowLimiter, verifyPassword } from './local-auth.js';
+import { LoginAttemptGate, SlidingWindowLimiter, verifyPassword } from './local-auth.js';
 import { Router } from './routing.js';
 import type { RouteConfig } from '../config/schema.js';
 import { replies, SmtpReply } from './replies.js';
@@ -103,7 +103,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
   const makeRouter = () => new Router(settings.routes ?? [], settings.defaultMailbox, deps.mailboxLoad);
   let router = makeRouter();
   const limiters = () => ({
-    logins: new SlidingWindowLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now),
+    logins: new LoginAttemptGate(new SlidingWindowLimiter(settings.auth?.maxFailures ?? 5, settings.auth?.failureWindowMs ?? 900_000, deps.clock.now), settings.auth?.maxFailures ?? 5),
     messages: settings.messagesPerMinutePerClient ? new SlidingWindowLimiter(settings.messagesPerMinutePerClient, 60_000, deps.clock.now) : null,
   });
   let limiter = limiters();
@@ -138,23 +138,26 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
     },
     onAuth(auth, session, callback) {
       const address = session.remoteAddress;
-      if (limiter.logins.isBlocked(address)) return callback(refuse(session, replies.tooManyFailedLogins(), 'too many failed logins'));
+      if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return callback(refuse(session, replies.authMechanism(), `unsupported AUTH ${auth.method}`));
+      // The guess holds a place under the failure limit from before scrypt runs until it has
+      // answered (LoginAttemptGate), so at most maxFailures guesses per window and client address
+      // are ever evaluated, however many connections send them at once.
       const user = settings.auth?.users.find((u) => u.username === auth.username);
       // Verify against a dummy hash for unknown users too, so timing does not reveal which names exist.
       const hash = user?.passwordHash ?? '$scrypt$N=16384,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
-      if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return callback(refuse(session, replies.authMechanism(), `unsupported AUTH ${auth.method}`));
-      verifyPassword(auth.password ?? '', hash).then(
-        (ok) => {
-          if (ok && user) {
-            logger.info({ event: 'smtp.authenticated', client: address, user: user.username }, 'authenticated');
-            const authenticated: AuthenticatedUser = { username: user.username, ...(user.allowedSenders ? { allowedSenders: user.allowedSenders } : {}) };
-            return callback(null, { user: authenticated });
-          }
-          limiter.logins.record(address);
-          callback(refuse(session, replies.badCredentials(), `failed login for "${String(auth.username).slice(0, 64)}"`));
-        },
-        () => callback(refuse(session, replies.badCredentials(), 'password verification error')),
-      );
+      const verify = async () => {
+        const done = await limiter.logins.begin(address);
+        if (!done) return callback(refuse(session, replies.tooManyFailedLogins(), 'too many failed logins'));
+        const ok = await verifyPassword(auth.password ?? '', hash).catch(() => null);
+        done(!(ok && user));
+        if (ok && user) {
+          logger.info({ event: 'smtp.authenticated', client: address, user: user.username }, 'authenticated');
+          const authenticated: AuthenticatedUser = { username: user.username, ...(user.allowedSenders ? { allowedSenders: user.allowedSenders } : {}) };
+          return callback(null, { user: authenticated });
+        }
+        callback(refuse(session, replies.badCredentials(), ok === null ? 'password verification error' : `failed login for "${String(auth.username).slice(0, 64)}"`));
+      };
+      void verify();
     },
     onMailFrom(address, session, callback) {
       if (closing) return callback(replies.shuttingDown());

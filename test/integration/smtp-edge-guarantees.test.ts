@@ -54,3 +54,42 @@ describe('every refusal is logged once and counted (item 16)', () => {
     expect(await metric(h, 'relay_smtp_refused_total{reason="552"}')).toBe(2);
   });
 });
+
+describe('the AUTH failure limit holds under parallel connections (item 6)', () => {
+  it('with maxFailures 5, evaluates at most 5 of 40 parallel wrong AUTH PLAIN guesses (535) and answers the rest 454 4.7.0', async () => {
+    const users = [{ username: 'device', passwordHash: await hashPassword('device-pass') }];
+    h = await startHarness({ config: { smtp: { maxConnections: 100, auth: { users, maxFailures: 5 } } } });
+    const harness = h;
+    const attempt = async (i: number) => {
+      const client = await connect(harness, `guess-${i}`);
+      try {
+        return await client.command(`AUTH PLAIN ${Buffer.from(`\0device\0wrong-${i}`).toString('base64')}`);
+      } finally {
+        client.destroy();
+      }
+    };
+    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => attempt(i)));
+    const codes = replies.map((r) => r.code);
+    expect(codes.filter((c) => c === 535)).toHaveLength(5);
+    expect(codes.filter((c) => c === 454)).toHaveLength(35);
+    expect(replies.find((r) => r.code === 454)?.text).toMatch(/^4\.7\.0 /);
+  });
+
+  it('does not count a successful login against the limit, even when it ran in parallel with failures', async () => {
+    const users = [{ username: 'device', passwordHash: await hashPassword('device-pass') }];
+    h = await startHarness({ config: { smtp: { auth: { users, maxFailures: 2 } } } });
+    const harness = h;
+    const attempt = async (password: string) => {
+      const client = await connect(harness);
+      try {
+        return (await client.command(`AUTH PLAIN ${Buffer.from(`\0device\0${password}`).toString('base64')}`)).code;
+      } finally {
+        client.destroy();
+      }
+    };
+    expect(await Promise.all([attempt('device-pass'), attempt('device-pass'), attempt('wrong')])).toEqual([235, 235, 535]);
+    expect(await attempt('device-pass')).toBe(235);
+    expect(await attempt('wrong')).toBe(535);
+    expect(await attempt('device-pass')).toBe(454);
+  });
+});
