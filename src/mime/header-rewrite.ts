@@ -8,6 +8,7 @@
 import libmime from 'libmime';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { addressesIn, type HeaderField } from './header-block.js';
+import { canonicalAddress, mailboxKey } from './mailbox.js';
 import { formatRfc5322Date } from './rfc5322-date.js';
 
 export interface TraceInfo {
@@ -44,9 +45,13 @@ export function receivedField(trace: TraceInfo, singleRecipient: string | null):
   );
 }
 
-/** "Bcc: a,\r\n b" folded one address per line, so no line nears RFC 5322's 998-octet limit. */
+/**
+ * "Bcc: a,\r\n b" folded one address per line, so no line nears RFC 5322's 998-octet limit. Each
+ * address in its header form (local part quoted where needed), so a parser reads exactly one
+ * mailbox per envelope recipient.
+ */
 export function bccField(addresses: readonly string[]): string {
-  return `Bcc: ${addresses.join(',\r\n ')}\r\n`;
+  return `Bcc: ${addresses.map(canonicalAddress).join(',\r\n ')}\r\n`;
 }
 
 /**
@@ -75,11 +80,11 @@ function formatAddress(name: string, address: string): string {
  * everybody) would receive it again. The original field is kept as X-Original-To / X-Original-Cc.
  */
 function envelopeOnlyField(field: HeaderField, envelope: ReadonlySet<string>): Buffer[] {
-  const kept = addressparser(field.value, { flatten: true }).filter((a) => a.address && envelope.has(a.address.toLowerCase()));
+  const kept = addressparser(field.value, { flatten: true }).filter((a) => a.address && envelope.has(mailboxKey(a.address)));
   const label = field.name === 'to' ? 'To' : 'Cc';
   const original = Buffer.concat([Buffer.from(`X-Original-${label}:`), field.raw.subarray(field.raw.indexOf(':') + 1)]);
   if (kept.length === 0) return [original];
-  return [Buffer.from(`${label}: ${kept.map((a) => formatAddress(a.name, a.address)).join(',\r\n ')}\r\n`), original];
+  return [Buffer.from(`${label}: ${kept.map((a) => formatAddress(a.name, canonicalAddress(a.address))).join(',\r\n ')}\r\n`), original];
 }
 
 /** `"printer@contoso.com" <relay@...>`: a display name that contains an address. */
@@ -101,16 +106,22 @@ export function rewriteHeader(
   let messageId: string | null = null;
   for (const field of fields) {
     if (field.name === 'to' || field.name === 'cc') {
-      const addresses = addressesIn(field.value);
+      const addresses = addressesIn(field.value).map(mailboxKey);
       recipientsOf.set(field, addresses);
       for (const address of addresses) visible.add(address);
     } else if (field.name === 'date') hasDate = true;
     else if (field.name === 'message-id' && field.value) messageId = field.value;
   }
 
-  const envelope = envelopeRcpts.map((r) => r.toLowerCase());
-  const envelopeSet = new Set(envelope);
-  const bcc = [...new Set(envelope.filter((r) => !visible.has(r)))];
+  // Compared by mailboxKey: "a,b"@x in the envelope is a,b@x to a header parser, and the same mailbox.
+  const envelopeSet = new Set(envelopeRcpts.map(mailboxKey));
+  const bccKeys = new Set<string>();
+  const bcc = envelopeRcpts.filter((r) => {
+    const key = mailboxKey(r);
+    if (visible.has(key) || bccKeys.has(key)) return false;
+    bccKeys.add(key);
+    return true;
+  });
   const headerOnly = [...visible].filter((address) => !envelopeSet.has(address));
 
   const parts: Buffer[] = [Buffer.from(receivedField(trace, envelopeRcpts.length === 1 ? (envelopeRcpts[0] as string) : null))];

@@ -22,7 +22,9 @@ export const replies = {
   tooManyRecipients: (limit: number) => new SmtpReply(452, '4.5.3', `Too many recipients (at most ${limit} per message)`),
   noSendingMailbox: () => new SmtpReply(550, '5.7.1', 'Relay has no sending mailbox configured for this sender'),
   shuttingDown: () => new SmtpReply(421, '4.3.2', 'Service shutting down, please try again later'),
+  // RFC 3463: X.1.3 bad destination mailbox syntax, X.1.7 bad sender's mailbox syntax.
   badRecipient: (address: string) => new SmtpReply(501, '5.1.3', `Bad recipient address syntax: ${address.slice(0, 100)}`),
+  badSender: (address: string) => new SmtpReply(501, '5.1.7', `Bad sender address syntax: ${address.slice(0, 100)}`),
   clientNotAllowed: () => new SmtpReply(554, '5.7.1', 'Your address is not allowed to use this relay'),
   authRequired: () => new SmtpReply(530, '5.7.0', 'Authentication required'),
   badCredentials: () => new SmtpReply(535, '5.7.8', 'Authentication credentials invalid'),

@@ -17,6 +17,7 @@ import { newQueueId } from '../spool/queue-id.js';
 import type { Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
 import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from '../net/address-policy.js';
+import { mailboxSyntaxError } from '../mime/mailbox.js';
 import { receiveMessage } from './intake.js';
 import { LoginAttemptGate, SlidingWindowLimiter, verifyPassword } from './local-auth.js';
 import { Router } from './routing.js';
@@ -163,6 +164,9 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
       if (closing) return callback(replies.shuttingDown());
       const user = session.user as AuthenticatedUser | undefined;
       if (settings.auth?.required && !user) return callback(refuse(session, replies.authRequired(), 'MAIL without AUTH'));
+      // The null sender <> is allowed (bounces); anything else must be a mailbox: it may end up in a DSN's To.
+      const senderError = address.address === '' ? null : mailboxSyntaxError(address.address);
+      if (senderError) return callback(refuse(session, replies.badSender(address.address), `bad sender address: ${senderError}`));
       if (user?.allowedSenders && !user.allowedSenders.some((p) => senderMatches(p, address.address))) {
         return callback(refuse(session, replies.senderNotAllowed(address.address), `user ${user.username} may not send as <${address.address}>`));
       }
@@ -174,7 +178,9 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
     },
     onRcptTo(address, session, callback) {
       if (session.envelope.rcptTo.length >= settings.maxRecipients) return callback(refuse(session, replies.tooManyRecipients(settings.maxRecipients), 'too many recipients'));
-      if (!address.address.includes('@')) return callback(refuse(session, replies.badRecipient(address.address), 'recipient without domain'));
+      // Envelope recipients become Bcc/To fields Graph reads: only a real mailbox may pass (mailbox.ts).
+      const recipientError = mailboxSyntaxError(address.address);
+      if (recipientError) return callback(refuse(session, replies.badRecipient(address.address), `bad recipient address: ${recipientError}`));
       const user = session.user as AuthenticatedUser | undefined;
       if (!router.possible({ envelopeFrom: mailFromAddress(session), clientAddress: session.remoteAddress, authUser: user?.username })) {
         return callback(refuse(session, replies.noSendingMailbox(), 'no route and no graph.mailbox for this sender'));

@@ -4,6 +4,7 @@
  */
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
+import { mailboxKey } from '../../src/mime/mailbox.js';
 import { hashPassword } from '../../src/smtp/local-auth.js';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
@@ -91,5 +92,42 @@ describe('the AUTH failure limit holds under parallel connections (item 6)', () 
     expect(await attempt('device-pass')).toBe(235);
     expect(await attempt('wrong')).toBe(535);
     expect(await attempt('device-pass')).toBe(454);
+  });
+});
+
+describe('envelope addresses are RFC 5321 mailboxes, quoted when they become header fields (item 3)', () => {
+  it('refuses recipients that a header parser would read as other addresses with 501 5.1.3, so Graph sends to exactly the envelope', async () => {
+    h = await startHarness();
+    const client = await connect(h);
+    expect((await client.command('MAIL FROM:<alice,victim@evil.example>')).text).toMatch(/^5\.1\.7 /);
+    expect((await client.command('MAIL FROM:<device@contoso.example>')).code).toBe(250);
+    expect((await client.command('RCPT TO:<ops@contoso.example>')).code).toBe(250);
+    for (const forged of ['alice,victim@evil.example', '(x)bob@evil.example', 'list:carol@evil.example', 'dave;eve@evil.example']) {
+      const reply = await client.command(`RCPT TO:<${forged}>`);
+      expect({ forged, code: reply.code }).toEqual({ forged, code: 501 });
+      expect(reply.text).toMatch(/^5\.1\.3 /);
+    }
+    expect((await client.command('DATA')).code).toBe(354);
+    client.write('Subject: forged recipients\r\nX-Test-Id: forged-rcpt\r\n\r\nx\r\n.\r\n');
+    expect((await client.reply()).code).toBe(250);
+    await client.quit();
+    await until(() => h!.emulator.mail.delivered.length === 1);
+    expect(h.emulator.mail.delivered[0]?.recipients).toEqual(['ops@contoso.example']);
+    expect(refusals(h, 501).map((r) => r.reason)).toEqual([expect.stringMatching(/sender/), ...Array(4).fill(expect.stringMatching(/recipient/))]);
+  });
+
+  it('accepts quoted local parts and writes them quoted in the Bcc field, so each stays one recipient', async () => {
+    h = await startHarness();
+    const envelope = ['"alice,victim"@contoso.example', '"list:carol"@contoso.example', '"(x)bob"@contoso.example'];
+    const client = await connect(h);
+    const reply = await client.send('device@contoso.example', envelope, 'Subject: quoted\r\nTo: ops@contoso.example\r\n\r\nx\r\n');
+    expect(reply.code).toBe(250);
+    await client.quit();
+    await until(() => h!.emulator.mail.delivered.length === 1);
+    const delivered = h.emulator.mail.delivered[0]!;
+    expect(delivered.mime?.toString()).toContain('Bcc: "alice,victim"@contoso.example,\r\n "list:carol"@contoso.example,\r\n "(x)bob"@contoso.example\r\n');
+    // To names a header-only address (skipped by default): the recipients are the envelope, each
+    // one once (the emulator's parser drops the quotes of a bare addr-spec; mailboxKey adds them back).
+    expect(delivered.recipients.map(mailboxKey).sort()).toEqual(envelope.map(mailboxKey).sort());
   });
 });
