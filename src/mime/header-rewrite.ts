@@ -124,7 +124,11 @@ export function rewriteHeader(
   });
   const headerOnly = [...visible].filter((address) => !envelopeSet.has(address));
 
-  const parts: Buffer[] = [Buffer.from(receivedField(trace, envelopeRcpts.length === 1 ? (envelopeRcpts[0] as string) : null))];
+  // "for" names the recipient to everyone who reads the trace field: only when there is exactly one
+  // and a To/Cc field shows it anyway (a Bcc recipient named there would be revealed to the others,
+  // e.g. header-only recipients delivered with headerOnlyRecipients: deliver).
+  const only = envelopeRcpts.length === 1 ? (envelopeRcpts[0] as string) : null;
+  const parts: Buffer[] = [Buffer.from(receivedField(trace, only !== null && visible.has(mailboxKey(only)) ? canonicalAddress(only) : null))];
   const hasReplyTo = fields.some((f) => f.name === 'reply-to');
   const limitToEnvelope = headerOnly.length > 0 && headerOnlyPolicy === 'skip';
   for (const field of fields) {

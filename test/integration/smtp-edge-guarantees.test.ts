@@ -131,3 +131,22 @@ describe('envelope addresses are RFC 5321 mailboxes, quoted when they become hea
     expect(delivered.recipients.map(mailboxKey).sort()).toEqual(envelope.map(mailboxKey).sort());
   });
 });
+
+describe('the Received trace field never names a hidden recipient (item 4)', () => {
+  it('omits "for" when the only envelope recipient is a Bcc, and keeps it when that recipient is visible', async () => {
+    h = await startHarness({ config: { delivery: { headerOnlyRecipients: 'deliver', retry: { minDelay: '100ms', maxDelay: '500ms' }, perMailbox: { messagesPerMinute: 0 } } } });
+    const client = await connect(h);
+    const hidden = 'From: device@contoso.example\r\nTo: team@contoso.example\r\nSubject: hidden\r\nX-Test-Id: for-hidden\r\n\r\nx\r\n';
+    expect((await client.send('device@contoso.example', ['secret-bcc@contoso.example'], hidden)).code).toBe(250);
+    const visible = 'From: device@contoso.example\r\nTo: ops@contoso.example\r\nSubject: visible\r\nX-Test-Id: for-visible\r\n\r\nx\r\n';
+    expect((await client.send('device@contoso.example', ['ops@contoso.example'], visible)).code).toBe(250);
+    await client.quit();
+    await until(() => h!.emulator.mail.delivered.length === 2);
+    const mime = (id: string) => h!.emulator.mail.delivered.find((m) => m.mime?.toString().includes(`X-Test-Id: ${id}`))?.mime?.toString() ?? '';
+    const received = (text: string) => /^Received:[^\r]*(\r\n[ \t][^\r]*)*/m.exec(text)?.[0] ?? '';
+    // team@ (header-only, delivered) sees this trace field: it must not reveal secret-bcc@.
+    expect(received(mime('for-hidden'))).not.toMatch(/secret-bcc|for </);
+    expect(h.emulator.mail.delivered.find((m) => m.mime?.toString().includes('for-hidden'))?.recipients.sort()).toEqual(['secret-bcc@contoso.example', 'team@contoso.example']);
+    expect(received(mime('for-visible'))).toMatch(/\r\n\tfor <ops@contoso\.example>;/);
+  });
+});
