@@ -10,7 +10,7 @@ import { normalizeLineEndings } from '../mime/line-endings.js';
 import type { SpoolEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { replies, SmtpReply } from './replies.js';
-import type { RouteChoice } from './routing.js';
+import { resolveRecipients, type RouteChoice } from './routing.js';
 import { addressesIn } from '../mime/header-block.js';
 
 // Exchange Online caps the total header size at 256 KB (Office.InternetHeaders, graph-api-facts §1.8).
@@ -61,6 +61,7 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
   let received = 0;
   let rewrite: ReturnType<typeof rewriteHeader> | null = null;
   let chosen: RouteChoice | null = null;
+  let rcptTo = request.rcptTo;
   let refusal: SmtpReply | null = null;
   let storageError: unknown = null;
 
@@ -78,7 +79,8 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
       refusal = replies.fromNotAllowed(headerFrom ?? '', chosen.mailbox);
       return;
     }
-    rewrite = rewriteHeader(fields, request.rcptTo, request.trace, chosen.fromPolicy === 'rewrite' ? { mailbox: chosen.mailbox } : undefined, request.headerOnlyRecipients ?? 'skip');
+    rcptTo = resolveRecipients(request.rcptTo, chosen.mailbox);
+    rewrite = rewriteHeader(fields, rcptTo, request.trace, chosen.fromPolicy === 'rewrite' ? { mailbox: chosen.mailbox } : undefined, request.headerOnlyRecipients ?? 'skip');
     // Content that does not start with a header field is treated as body: our fields, a blank line, then it.
     await writer.write(looksLikeHeader ? Buffer.concat([rewrite.header, rest]) : Buffer.concat([rewrite.header, Buffer.from('\r\n'), block, rest]));
   };
@@ -132,7 +134,7 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
       .commit({
         id: request.queueId,
         receivedAt: request.trace.receivedAt,
-        envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
+        envelope: { mailFrom: request.mailFrom, rcptTo },
         client: { address: request.trace.clientAddress, helo: request.trace.heloName, ...(request.authUser ? { authUser: request.authUser } : {}) },
         mailbox: route.mailbox,
         ...(route.graphProfile ? { graphProfile: route.graphProfile } : {}),

@@ -84,3 +84,18 @@ export class Router {
     return this.defaultMailbox ? { mailbox: this.defaultMailbox, fromPolicy: 'keep', routeIndex: null } : null;
   }
 }
+
+/** RCPT TO:<postmaster> without a domain, which every SMTP server must accept (RFC 5321 §4.5.1). */
+export function isBarePostmaster(address: string): boolean {
+  return address.toLowerCase() === 'postmaster';
+}
+
+/**
+ * The envelope recipients Graph sends to once the route is known. The bare <postmaster> is the
+ * postmaster of the organisation the relay sends for: postmaster@ the sending mailbox's domain
+ * (Graph needs a full address; the relay's own host name is usually no mail domain).
+ */
+export function resolveRecipients(rcptTo: readonly string[], mailbox: string): string[] {
+  const domain = mailbox.slice(mailbox.lastIndexOf('@') + 1);
+  return rcptTo.map((r) => (isBarePostmaster(r) ? `postmaster@${domain}` : r));
+}

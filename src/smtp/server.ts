@@ -20,7 +20,7 @@ import { ClientAllowlist, isLoopback, isLoopbackHost, senderMatches } from '../n
 import { mailboxSyntaxError } from '../mime/mailbox.js';
 import { receiveMessage } from './intake.js';
 import { LoginAttemptGate, SlidingWindowLimiter, verifyPassword } from './local-auth.js';
-import { Router } from './routing.js';
+import { isBarePostmaster, Router } from './routing.js';
 import type { RouteConfig } from '../config/schema.js';
 import { replies, SmtpReply } from './replies.js';
 import { applySmtpServerAdjustments, type RefusalListener } from './smtp-server-adapter.js';
@@ -179,7 +179,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
     onRcptTo(address, session, callback) {
       if (session.envelope.rcptTo.length >= settings.maxRecipients) return callback(refuse(session, replies.tooManyRecipients(settings.maxRecipients), 'too many recipients'));
       // Envelope recipients become Bcc/To fields Graph reads: only a real mailbox may pass (mailbox.ts).
-      const recipientError = mailboxSyntaxError(address.address);
+      const recipientError = isBarePostmaster(address.address) ? null : mailboxSyntaxError(address.address);
       if (recipientError) return callback(refuse(session, replies.badRecipient(address.address), `bad recipient address: ${recipientError}`));
       const user = session.user as AuthenticatedUser | undefined;
       if (!router.possible({ envelopeFrom: mailFromAddress(session), clientAddress: session.remoteAddress, authUser: user?.username })) {

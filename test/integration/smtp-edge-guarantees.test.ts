@@ -150,3 +150,16 @@ describe('the Received trace field never names a hidden recipient (item 4)', () 
     expect(received(mime('for-visible'))).toMatch(/\r\n\tfor <ops@contoso\.example>;/);
   });
 });
+
+describe('RCPT TO:<postmaster> (item 15)', () => {
+  it('accepts the domainless postmaster (RFC 5321 4.5.1) and delivers it to the postmaster of the sending mailbox domain', async () => {
+    h = await startHarness();
+    const client = await connect(h);
+    const reply = await client.send('device@contoso.example', ['PostMaster'], 'From: device@contoso.example\r\nSubject: to the postmaster\r\nX-Test-Id: postmaster\r\n\r\nx\r\n');
+    expect(reply.code).toBe(250);
+    await client.quit();
+    await until(() => h!.emulator.mail.delivered.length === 1);
+    expect(h.emulator.mail.delivered[0]?.recipients).toEqual(['postmaster@contoso.example']);
+    expect(h.logs.records.find((r) => r.event === 'smtp.accepted')).toMatchObject({ recipients: 1, mailbox: 'relay@contoso.example' });
+  });
+});
