@@ -11,6 +11,7 @@ import type { SpoolEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { replies, SmtpReply } from './replies.js';
 import { resolveRecipients, type RouteChoice } from './routing.js';
+import { headerSenderRefusal } from './sender-policy.js';
 import { addressesIn } from '../mime/header-block.js';
 
 // Exchange Online caps the total header size at 256 KB (Office.InternetHeaders, graph-api-facts §1.8).
@@ -24,6 +25,8 @@ export interface IntakeRequest {
   route: (headerFrom: string | null) => RouteChoice | null;
   trace: TraceInfo;
   authUser?: string;
+  /** The AUTH user's allowedSenders: every header From and Sender address must match one. */
+  allowedSenders?: readonly string[];
   maxMessageSize: number;
   headerOnlyRecipients?: 'skip' | 'deliver';
 }
@@ -75,10 +78,8 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
       refusal = replies.noSendingMailbox();
       return;
     }
-    if (chosen.fromPolicy === 'reject' && headerFrom !== chosen.mailbox.toLowerCase()) {
-      refusal = replies.fromNotAllowed(headerFrom ?? '', chosen.mailbox);
-      return;
-    }
+    refusal = headerSenderRefusal(fields, chosen, request.allowedSenders);
+    if (refusal) return;
     rcptTo = resolveRecipients(request.rcptTo, chosen.mailbox);
     rewrite = rewriteHeader(fields, rcptTo, request.trace, chosen.fromPolicy === 'rewrite' ? { mailbox: chosen.mailbox } : undefined, request.headerOnlyRecipients ?? 'skip');
     // Content that does not start with a header field is treated as body: our fields, a blank line, then it.

@@ -30,7 +30,9 @@ export const replies = {
   badCredentials: () => new SmtpReply(535, '5.7.8', 'Authentication credentials invalid'),
   // Temporary on purpose: a correct password must never be answered with a permanent failure.
   tooManyFailedLogins: () => new SmtpReply(454, '4.7.0', 'Too many failed logins from your address, try again later'),
-  fromNotAllowed: (from: string, mailbox: string) => new SmtpReply(550, '5.7.1', `From <${from.slice(0, 100)}> may not be sent through this relay: the From address must be <${mailbox}>`),
+  fromNotAllowed: (field: 'From' | 'Sender', address: string, mailbox: string) =>
+    new SmtpReply(550, '5.7.1', `${field} <${address.slice(0, 100)}> may not be sent through this relay: the ${field} address must be <${mailbox}>`),
+  headerSenderNotAllowed: (field: 'From' | 'Sender', address: string) => new SmtpReply(550, '5.7.1', `${field} <${address.slice(0, 100)}> is not allowed for this user (smtp.auth.users[].allowedSenders)`),
   clientRateLimited: () => new SmtpReply(450, '4.7.0', 'Too many messages from your address, try again later'),
   authMechanism: () => new SmtpReply(504, '5.5.4', 'Unrecognized authentication type'),
   senderNotAllowed: (address: string) => new SmtpReply(550, '5.7.1', `Sender <${address.slice(0, 100)}> is not allowed for this user`),

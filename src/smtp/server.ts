@@ -203,6 +203,7 @@ export async function startSmtp(initial: SmtpSettings, deps: SmtpDeps): Promise<
           maxMessageSize: settings.maxMessageSize,
           ...(settings.headerOnlyRecipients ? { headerOnlyRecipients: settings.headerOnlyRecipients } : {}),
           ...(user ? { authUser: user.username } : {}),
+          ...(user?.allowedSenders ? { allowedSenders: user.allowedSenders } : {}),
           trace: {
             queueId,
             hostname,

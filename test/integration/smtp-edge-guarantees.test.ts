@@ -163,3 +163,55 @@ describe('RCPT TO:<postmaster> (item 15)', () => {
     expect(h.logs.records.find((r) => r.event === 'smtp.accepted')).toMatchObject({ recipients: 1, mailbox: 'relay@contoso.example' });
   });
 });
+
+describe('allowedSenders and fromPolicy: reject apply to what recipients see (item 2)', () => {
+  it('refuses at DATA with 550 5.7.1 any From or Sender address the user may not send as, or that a reject route does not send from', async () => {
+    h = await startHarness({
+      emulator: {
+        mailboxes: [
+          { upn: 'relay@contoso.example', displayName: 'Relay' },
+          { upn: 'scans@contoso.example', displayName: 'Scans' },
+          { upn: 'strict@contoso.example', displayName: 'Strict' },
+        ],
+      },
+      config: {
+        smtp: { auth: { users: [{ username: 'branch1', passwordHash: await hashPassword('b1-pass'), allowedSenders: ['alerts@branch1.example'] }] } },
+        routes: [
+          { senders: ['*@scans.contoso.example'], mailbox: 'scans@contoso.example', fromPolicy: 'keep' },
+          { senders: ['strict@contoso.example'], mailbox: 'strict@contoso.example', fromPolicy: 'reject' },
+        ],
+      },
+    });
+    const message = (id: string, fields: string) => `${fields}Subject: ${id}\r\nX-Test-Id: ${id}\r\n\r\nx\r\n`;
+
+    const branch = await connect(h);
+    expect((await branch.command(`AUTH PLAIN ${Buffer.from('\0branch1\0b1-pass').toString('base64')}`)).code).toBe(235);
+    const asBranch = (id: string, fields: string) => branch.send('alerts@branch1.example', ['ops@contoso.example'], message(id, fields));
+    const forged = [
+      await asBranch('ceo-from', 'From: ceo@scans.contoso.example\r\n'),
+      await asBranch('second-from', 'From: alerts@branch1.example, ceo@scans.contoso.example\r\n'),
+      await asBranch('second-field', 'From: alerts@branch1.example\r\nFrom: ceo@scans.contoso.example\r\n'),
+      await asBranch('sender-field', 'From: alerts@branch1.example\r\nSender: ceo@scans.contoso.example\r\n'),
+    ];
+    expect((await asBranch('branch-ok', 'From: Branch 1 <alerts@branch1.example>\r\nSender: alerts@branch1.example\r\n')).code).toBe(250);
+    await branch.quit();
+
+    const strict = await connect(h);
+    const asStrict = (id: string, fields: string) => strict.send('strict@contoso.example', ['ops@contoso.example'], message(id, fields));
+    forged.push(await asStrict('strict-second-from', 'From: strict@contoso.example, boss@contoso.example\r\n'));
+    forged.push(await asStrict('strict-sender', 'From: strict@contoso.example\r\nSender: boss@contoso.example\r\n'));
+    expect((await asStrict('strict-ok', 'From: strict@contoso.example\r\n')).code).toBe(250);
+    await strict.quit();
+
+    for (const reply of forged) {
+      expect(reply.code).toBe(550);
+      expect(reply.text).toMatch(/^5\.7\.1 (From|Sender) <(ceo@scans\.contoso\.example|boss@contoso\.example)> /);
+    }
+    await until(() => h!.emulator.mail.delivered.length === 2);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(h.emulator.mail.delivered.map((m) => [m.mailbox, /X-Test-Id: (\S+)/.exec(m.mime?.toString() ?? '')?.[1]]).sort()).toEqual([
+      ['relay@contoso.example', 'branch-ok'],
+      ['strict@contoso.example', 'strict-ok'],
+    ]);
+  });
+});
