@@ -3,6 +3,7 @@
  * spooled durably like any message (null sender, so it can never bounce itself), delivered through
  * Graph from the same mailbox with the same tenant/app.
  */
+import { randomBytes } from 'node:crypto';
 import { hostname as osHostname } from 'node:os';
 import type { Logger } from '../log.js';
 import { readHeaderBlockFromFile } from '../mime/header-block.js';
@@ -33,7 +34,10 @@ export async function queueBounce(deps: BounceDeps, failedId: string, expired: b
     const to = settings.to ?? failed.envelope.mailFrom;
     const hostname = settings.hostname ?? osHostname();
     const messageId = `<${id}.dsn@${hostname}>`;
-    const mime = buildDsn({ failed, reason: failed.failReason ?? 'delivery failed', expired, originalHeader: header, reportingHost: hostname, fromMailbox: failed.mailbox, to, now, boundary: `dsn-${id}`, messageId });
+    // The boundary is unguessable: the original header block is quoted in the report as it came, so a
+    // line in it cannot close a part the sender predicted. buildDsn throws (bounce.failed) when the
+    // address to report to is not a mailbox, rather than write it into a header field.
+    const mime = buildDsn({ failed, reason: failed.failReason ?? 'delivery failed', expired, originalHeader: header, reportingHost: hostname, fromMailbox: failed.mailbox, to, now, boundary: `dsn-${id}-${randomBytes(9).toString('base64url')}`, messageId });
     const writer = await spool.beginMessage(id);
     try {
       await writer.write(mime);

@@ -215,3 +215,38 @@ describe('allowedSenders and fromPolicy: reject apply to what recipients see (it
     ]);
   });
 });
+
+describe('bounces are UTF-8 and cannot inject header fields (item 5)', () => {
+  it('returns a DSN to a UTF-8 sender (SMTPUTF8) with the address intact', async () => {
+    h = await startHarness();
+    h.emulator.faults.add({ route: 'sendMail', status: 400, code: 'ErrorInvalidRecipients', message: 'At least one recipient is not valid.' });
+    const client = await connect(h);
+    expect((await client.command('MAIL FROM:<jörg@example.de> SMTPUTF8')).code).toBe(250);
+    expect((await client.command('RCPT TO:<empfänger@contoso.example>')).code).toBe(250);
+    expect((await client.command('DATA')).code).toBe(354);
+    client.write(Buffer.from('From: Jörg <jörg@example.de>\r\nSubject: Grüße\r\n\r\nx\r\n.\r\n', 'utf8'));
+    expect((await client.reply()).code).toBe(250);
+    await client.quit();
+    await until(() => h!.emulator.mail.delivered.length === 1);
+    const dsn = h.emulator.mail.delivered[0]!;
+    expect(dsn.recipients).toEqual(['jörg@example.de']);
+    const text = (dsn.mime as Buffer).toString('utf8');
+    expect(text).toContain('\r\nTo: <jörg@example.de>\r\n');
+    expect(text).toContain('Recipients: empfänger@contoso.example');
+    expect(text).toContain('Final-Recipient: utf-8; empfänger@contoso.example');
+    expect(text).toContain('Content-Type: message/global-delivery-status');
+    // The original header block is carried byte for byte.
+    expect(text).toContain('From: Jörg <jörg@example.de>\r\nSubject: Grüße\r\n');
+  });
+
+  it('refuses CR, LF and NUL in MAIL FROM and RCPT TO with 501', async () => {
+    h = await startHarness();
+    const client = await connect(h);
+    for (const forged of ['a\rBcc: victim@evil.example', 'a\u0000b@contoso.example']) {
+      expect((await client.command(`MAIL FROM:<${forged}>`)).code).toBe(501);
+    }
+    expect((await client.command('MAIL FROM:<device@contoso.example>')).code).toBe(250);
+    expect((await client.command('RCPT TO:<a\u0000b@contoso.example>')).code).toBe(501);
+    await client.quit();
+  });
+});
