@@ -20,6 +20,8 @@ import { realSpoolFs } from './spool/fs/spool-fs.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
 import { parseHostPort } from './config/units.js';
+import { openRelayProblem, smtpListeners } from './config/exposure.js';
+import { ConfigError } from './config/load.js';
 import { ObservedTokenProvider } from './graph/observed-token-provider.js';
 import { startAdmin, type Readiness, type RunningAdmin } from './ops/admin-server.js';
 import { RelayMetrics } from './ops/metrics.js';
@@ -277,6 +279,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     'relay started',
   );
 
+  // What is bound now, whatever later reloads say (listen addresses change only with a restart).
+  const boundListeners = smtpListeners(config.smtp);
   let stopping: Promise<void> | null = null;
   return {
     smtp,
@@ -290,6 +294,11 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     admin,
     readiness,
     async reload(next) {
+      // The listeners stay bound until a restart: the new policy must hold for them, not only for
+      // the listen addresses in the new file (a file on 127.0.0.1 that drops allowedClients would
+      // otherwise open the running 0.0.0.0 listener).
+      const openRelay = openRelayProblem(boundListeners, next.smtp);
+      if (openRelay) throw new ConfigError('reload', [{ path: 'smtp', message: `the running listeners stay bound until a restart; ${openRelay}` }]);
       const changed = changedPaths(current, next);
       const needsRestart = changed.filter((p) => RESTART_ONLY.some((r) => r.test(p)));
       const applied = changed.filter((p) => !needsRestart.includes(p));
