@@ -2,6 +2,7 @@
  * Composition root: the one place where concrete classes are chosen and wired together.
  */
 import { readFile } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
 import { queueBounce } from './delivery/bounces.js';
 import type { SpoolEntry } from './spool/entry.js';
 import { graphProfileKey } from './smtp/routing.js';
@@ -20,6 +21,8 @@ import { realSpoolFs } from './spool/fs/spool-fs.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
 import { parseHostPort } from './config/units.js';
+import { openRelayProblem, smtpListeners } from './config/exposure.js';
+import { ConfigError } from './config/load.js';
 import { ObservedTokenProvider } from './graph/observed-token-provider.js';
 import { startAdmin, type Readiness, type RunningAdmin } from './ops/admin-server.js';
 import { RelayMetrics } from './ops/metrics.js';
@@ -127,6 +130,16 @@ function instrument(metrics: RelayMetrics, inner: () => GraphMailer): GraphMaile
   };
 }
 
+async function closeProfiles(profiles: ReadonlyMap<string, { close: () => Promise<void> }>): Promise<void> {
+  await Promise.all([...profiles.values()].map((p) => p.close().catch(() => undefined)));
+}
+
+/** Throws unless the key and certificate files read and form a TLS context (checked before a reload applies anything). */
+async function assertTlsLoadable(tlsFiles: { certFile: string; keyFile: string }): Promise<void> {
+  const [key, cert] = await Promise.all([readFile(tlsFiles.keyFile), readFile(tlsFiles.certFile)]);
+  createSecureContext({ key, cert });
+}
+
 /** Settings that are bound at start (sockets, the spool directory): a reload reports them instead. */
 const RESTART_ONLY = [/^smtp\.listen/, /^smtp\.tls\.implicitListen/, /^spool\./, /^admin\./];
 
@@ -158,12 +171,18 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   // One Graph client per tenant/app: the default one, and one for each route with its own graph settings.
   const buildRouteProfiles = async (cfg: RelayConfig) => {
     const map = new Map<string, { tokens: ObservedTokenProvider; mailer: GraphMailer; close: () => Promise<void> }>();
-    for (const route of cfg.routes) {
-      if (!route.graph || map.has(graphProfileKey(route.graph))) continue;
-      const { cloud, authorityHost, endpoint, ...identity } = route.graph;
-      const routeGraph = { ...cfg.graph, ...identity, ...resolveGraphHosts({ cloud, authorityHost, endpoint }, cfg.graph) };
-      const clients = await createGraphClients({ ...cfg, graph: routeGraph }, options.extraCaPem);
-      map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: instrument(metrics, () => clients.mailer), close: () => clients.http.close() });
+    try {
+      for (const route of cfg.routes) {
+        if (!route.graph || map.has(graphProfileKey(route.graph))) continue;
+        const { cloud, authorityHost, endpoint, ...identity } = route.graph;
+        const routeGraph = { ...cfg.graph, ...identity, ...resolveGraphHosts({ cloud, authorityHost, endpoint }, cfg.graph) };
+        const clients = await createGraphClients({ ...cfg, graph: routeGraph }, options.extraCaPem);
+        map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: instrument(metrics, () => clients.mailer), close: () => clients.http.close() });
+      }
+    } catch (err) {
+      // One route's credentials failed (a certificate file missing): none of this set is used.
+      await closeProfiles(map);
+      throw err;
     }
     return map;
   };
@@ -262,7 +281,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let admin: RunningAdmin | null = null;
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
-    admin = await startAdmin(host, port, { metrics, queue, readiness, logger });
+    admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token });
   }
   logger.info(
     {
@@ -277,6 +296,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     'relay started',
   );
 
+  // What is bound now, whatever later reloads say (listen addresses change only with a restart).
+  const boundListeners = smtpListeners(config.smtp);
   let stopping: Promise<void> | null = null;
   return {
     smtp,
@@ -290,27 +311,54 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     admin,
     readiness,
     async reload(next) {
+      // The listeners stay bound until a restart: the new policy must hold for them, not only for
+      // the listen addresses in the new file (a file on 127.0.0.1 that drops allowedClients would
+      // otherwise open the running 0.0.0.0 listener).
+      const refused = (err: unknown): never => {
+        logger.error({ event: 'config.reload_refused', err: (err as Error).message }, 'reload refused; the running configuration stays in force');
+        throw err;
+      };
+      const openRelay = openRelayProblem(boundListeners, next.smtp);
+      if (openRelay) refused(new ConfigError('reload', [{ path: 'smtp', message: `the running listeners stay bound until a restart; ${openRelay}` }]));
       const changed = changedPaths(current, next);
       const needsRestart = changed.filter((p) => RESTART_ONLY.some((r) => r.test(p)));
       const applied = changed.filter((p) => !needsRestart.includes(p));
-      if (applied.some((p) => p.startsWith('graph.') && p !== 'graph.mailbox')) {
+      const graphChanged = applied.some((p) => p.startsWith('graph.') && p !== 'graph.mailbox');
+      // A route's client inherits proxy, CAs and timeouts from the main graph section.
+      const routesChanged = graphChanged || applied.some((p) => p.startsWith('routes'));
+
+      // 1. Build the whole new state; nothing of it is in use yet, so a failure changes nothing.
+      let nextGraph: Awaited<ReturnType<typeof createGraphClients>> | null = null;
+      let nextProfiles: Awaited<ReturnType<typeof buildRouteProfiles>> | null = null;
+      try {
+        if (graphChanged) nextGraph = await createGraphClients(next, options.extraCaPem);
+        if (routesChanged) nextProfiles = await buildRouteProfiles(next);
+        if (next.smtp.tls) await assertTlsLoadable(next.smtp.tls);
+      } catch (err) {
+        await nextGraph?.http.close().catch(() => undefined);
+        if (nextProfiles) await closeProfiles(nextProfiles);
+        return refused(err);
+      }
+
+      // 2. Apply all of it, with no await until every part is in place.
+      if (nextGraph) {
         const previous = graph;
-        graph = await createGraphClients(next, options.extraCaPem);
+        graph = nextGraph;
         tokens = observe(graph.tokens);
         // Attempts in flight finish on the old client; close it once they have had time to.
         setTimeout(() => void previous.http.close().catch(() => undefined), next.graph.requestTimeout).unref();
       }
-      if (applied.some((p) => p.startsWith('routes'))) {
+      if (nextProfiles) {
         const previousProfiles = routeProfiles;
-        routeProfiles = await buildRouteProfiles(next);
-        setTimeout(() => void Promise.all([...previousProfiles.values()].map((p) => p.close().catch(() => undefined))), next.graph.requestTimeout).unref();
+        routeProfiles = nextProfiles;
+        setTimeout(() => void closeProfiles(previousProfiles), next.graph.requestTimeout).unref();
       }
       if (applied.some((p) => p.startsWith('delivery.'))) scheduler.updateOptions(schedulerOptions(next));
       if (applied.some((p) => p.startsWith('smtp.') || p.startsWith('routes') || p === 'graph.mailbox')) smtp.update(smtpSettings(next));
       if (applied.includes('log.level')) logger.level = next.log.level;
-      // SIGHUP also means "the certificate was renewed", whether or not the config changed.
-      await smtp.reloadCertificates();
       current = { ...next, smtp: { ...next.smtp, listen: current.smtp.listen }, spool: current.spool, admin: current.admin };
+      // SIGHUP also means "the certificate was renewed", whether or not the config changed (files checked above).
+      await smtp.reloadCertificates();
       logger.info({ event: 'config.reloaded', applied, needsRestart }, needsRestart.length > 0 ? 'configuration reloaded; some changes need a restart' : 'configuration reloaded');
       return { applied, needsRestart };
     },
@@ -323,7 +371,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         await spool.close();
         await admin?.close();
         await graph.http.close().catch(() => undefined);
-        await Promise.all([...routeProfiles.values()].map((p) => p.close().catch(() => undefined)));
+        await closeProfiles(routeProfiles);
         logger.info({ event: 'relay.stopped', unfinishedAttempts: unfinished }, 'relay stopped');
       })();
       return stopping;

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRelay, type RunningRelay } from './app.js';
 import { ConfigError, loadConfigFile, redactConfig } from './config/load.js';
+import type { CommandLineOverrides } from './config/overrides.js';
 import { createLogger } from './log.js';
 import { stringify } from 'yaml';
 
@@ -147,7 +148,9 @@ async function main(argv: string[]): Promise<number> {
     let relay: RunningRelay;
     let cleanup: () => Promise<void> = async () => undefined;
     let reloadFrom: string | null = null;
-    let overrides = (c: Awaited<ReturnType<typeof loadConfigFile>>) => c;
+    // Command-line overrides apply to every (re)load of the file, before validation: the
+    // open-relay and admin-token rules judge what will actually be bound.
+    const overrides: CommandLineOverrides = { listen: values.listen, adminListen: adminListen(values['admin-listen']) };
     // Signals are taken from before the relay starts: without a handler, a SIGHUP that arrives
     // while it starts would end the process (the default action), and a SIGTERM would skip the
     // graceful stop. Both wait until the relay is up, then act (a CI run lost a reload this way).
@@ -186,8 +189,8 @@ async function main(argv: string[]): Promise<number> {
           process.stderr.write('SIGHUP: nothing to reload in demo mode\n');
           return;
         }
-        return loadConfigFile(reloadFrom)
-          .then((next) => running.reload(overrides(next)))
+        return loadConfigFile(reloadFrom, process.env, overrides)
+          .then((next) => running.reload(next))
           .then(
             () => undefined,
             (err: unknown) => {
@@ -219,22 +222,13 @@ async function main(argv: string[]): Promise<number> {
       );
       cleanup = () => demo.emulator.close();
     } else {
-      const config = await loadConfigFile(configFile);
+      const config = await loadConfigFile(configFile, process.env, overrides);
       if (values['print-config']) {
         process.stdout.write(stringify(redactConfig(config)));
         return EXIT.ok;
       }
-      const adminOverride = adminListen(values['admin-listen']);
-      // Command-line overrides apply to every (re)load of the file.
-      const withOverrides = (loaded: typeof config): typeof config => ({
-        ...loaded,
-        ...(values.listen ? { smtp: { ...loaded.smtp, listen: [values.listen] } } : {}),
-        ...(adminOverride !== undefined ? { admin: { listen: adminOverride } } : {}),
-      });
-      const effective = withOverrides(config);
-      overrides = withOverrides;
       const logger = createLogger(process.env.LOG_LEVEL ?? config.log.level);
-      relay = await startRelay({ config: effective, logger });
+      relay = await startRelay({ config, logger });
       reloadFrom = configFile;
     }
 

@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { applyOverrides, describeOverrides, type CommandLineOverrides } from './overrides.js';
 import { configSchema, SECRET_KEYS, type RelayConfig } from './schema.js';
 
 export interface ConfigProblem {
@@ -62,7 +63,8 @@ function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
   let message = issue.message;
   // Never echo what was received for a secret key: zod messages can include the input.
   const last = issue.path[issue.path.length - 1];
-  if (typeof last === 'string' && SECRET_KEYS.has(last)) message = 'invalid value (not shown: secret)';
+  // A length rule's message names the rule, never the value, so it stays (it says what to fix).
+  if (typeof last === 'string' && SECRET_KEYS.has(last) && issue.code !== 'too_small') message = 'invalid value (not shown: secret)';
   if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) message = 'required';
   const hint = HINTS.find(([pattern]) => pattern.test(path))?.[1];
   return [{ path, message: hint ? `${message} - ${hint}` : message }];
@@ -76,17 +78,20 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Validates an already-parsed object (after env substitution). */
-export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, source = 'config'): RelayConfig {
+/**
+ * Validates an already-parsed object: env substitution, then the command-line overrides, then the
+ * schema, so its rules see the effective configuration.
+ */
+export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, source = 'config', overrides: CommandLineOverrides = {}): RelayConfig {
   const problems: ConfigProblem[] = [];
-  const substituted = substituteEnv(raw ?? {}, env, [], problems);
+  const substituted = applyOverrides(substituteEnv(raw ?? {}, env, [], problems), overrides);
   const result = configSchema.safeParse(substituted);
   if (!result.success) problems.push(...result.error.issues.flatMap(describeIssue));
-  if (problems.length > 0 || !result.success) throw new ConfigError(source, problems);
+  if (problems.length > 0 || !result.success) throw new ConfigError(`${source}${describeOverrides(overrides)}`, problems);
   return deepFreeze(result.data);
 }
 
-export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.env, source = 'config'): RelayConfig {
+export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.env, source = 'config', overrides: CommandLineOverrides = {}): RelayConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -94,10 +99,10 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
       doc.errors.map((e) => ({ path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax: ${e.message.split('\n')[0] ?? e.code}` })),
     );
   }
-  return validateConfig(doc.toJS(), env, source);
+  return validateConfig(doc.toJS(), env, source, overrides);
 }
 
-export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<RelayConfig> {
+export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, overrides: CommandLineOverrides = {}): Promise<RelayConfig> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -105,7 +110,7 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
     throw new ConfigError(file, [{ path: '', message: `cannot read the file (${code}); check the path given to --config or RELAY_CONFIG` }]);
   }
-  return parseConfigText(text, env, file);
+  return parseConfigText(text, env, file, overrides);
 }
 
 /** A copy of the config with every secret value replaced, for --print-config and diagnostics. */

@@ -1,10 +1,12 @@
 /**
  * MSAL's token cache persisted to a file for the delegated device-code flow: written atomically
- * (tmp + fsync + rename) with mode 0600, optionally encrypted with AES-256-GCM. The cache holds a
- * refresh token, so it is a secret: it never goes to logs or the spool.
+ * (unique temp file + fsync + rename, see writeFileAtomic) with mode 0600, optionally encrypted
+ * with AES-256-GCM. The cache holds a refresh token, so it is a secret: it never goes to logs or
+ * the spool.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
 import type { ICachePlugin, TokenCacheContext } from '@azure/msal-node';
 
 interface EncryptedCache {
@@ -35,20 +37,41 @@ export function decryptCache(text: string, secret: string): string {
   return Buffer.concat([decipher.update(Buffer.from(sealed.data, 'base64')), decipher.final()]).toString('utf8');
 }
 
+/**
+ * Replaces `file` with `content` so that a reader sees the old or the new cache, never a mix, and
+ * the refresh token inside is never readable by others:
+ * - a unique temp name per write (concurrent writers do not rename each other's file away);
+ * - created with O_EXCL ('wx'): never reuses, truncates or follows a file or symlink already there;
+ * - mode forced with fchmod (the open mode is filtered by the umask, an explicit chmod is not);
+ * - fsync of the data, rename, then fsync of the directory so the rename itself is durable.
+ * (write-file-atomic opens its temp file with 'w', which follows a planted symlink: hence these lines.)
+ */
 export async function writeFileAtomic(file: string, content: string, mode = 0o600): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  const handle = await open(tmp, 'w', mode);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(8).toString('hex')}.tmp`);
+  const handle = await open(tmp, 'wx', mode);
   try {
+    await handle.chmod(mode);
     await handle.writeFile(content);
     await handle.sync();
-  } finally {
     await handle.close();
-  }
-  try {
     await rename(tmp, file);
   } catch (err) {
+    await handle.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     throw err;
+  }
+  await syncDirectory(path.dirname(file));
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch {
+    // Windows cannot open or fsync a directory; the rename is as durable as the platform makes it.
+  } finally {
+    await handle?.close().catch(() => undefined);
   }
 }
 
