@@ -96,7 +96,11 @@ export class LoginAttemptGate {
         this.inFlight.set(address, busy + 1);
         return (outcomeFailed) => this.finish(address, outcomeFailed);
       }
-      await new Promise<void>((resolve) => this.waiting.set(address, [...(this.waiting.get(address) ?? []), resolve]));
+      await new Promise<void>((resolve) => {
+        const queue = this.waiting.get(address);
+        if (queue) queue.push(resolve);
+        else this.waiting.set(address, [resolve]);
+      });
     }
   }
 

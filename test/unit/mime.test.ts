@@ -49,10 +49,18 @@ describe('header rewrite', () => {
   it('adds a Received field on top, Date and Message-ID when missing', () => {
     const result = rewriteHeader(block('Subject: hi\r\n'), ['a@x.example'], trace);
     expect(result.header.toString()).toBe(
-      'Received: from dev ([127.0.0.1])\r\n\tby relay.test (smtp-graph-relay) with ESMTP id 0MWXQ0000000000ABCD\r\n\tfor <a@x.example>;\r\n\tThu, 26 Nov 2026 15:00:00 +0000\r\n' +
+      // The only recipient is a Bcc: the trace field does not name it (issue 11 item 4).
+      'Received: from dev ([127.0.0.1])\r\n\tby relay.test (smtp-graph-relay) with ESMTP id 0MWXQ0000000000ABCD;\r\n\tThu, 26 Nov 2026 15:00:00 +0000\r\n' +
         'Subject: hi\r\nDate: Thu, 26 Nov 2026 15:00:00 +0000\r\nMessage-ID: <0MWXQ0000000000ABCD@relay.test>\r\nBcc: a@x.example\r\n',
     );
     expect(result.messageId).toBe('<0MWXQ0000000000ABCD@relay.test>');
+  });
+
+  it('names the recipient in the Received field only when it is the only one and a To/Cc field shows it', () => {
+    const firstLines = (header: string, rcpts: string[]) => rewriteHeader(block(header), rcpts, trace).header.toString().split(';')[0];
+    expect(firstLines('To: A@x.example\r\n', ['a@x.example'])).toMatch(/\r\n\tfor <a@x\.example>$/);
+    expect(firstLines('To: b@x.example\r\n', ['a@x.example'])).not.toMatch(/for </);
+    expect(firstLines('To: a@x.example\r\n', ['a@x.example', 'c@x.example'])).not.toMatch(/for </);
   });
 
   it('keeps an existing Date and Message-ID untouched', () => {
