@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { pathKey, substituteEnv, typedByEnv } from './env-substitution.js';
 import { applyOverrides, describeOverrides, type CommandLineOverrides } from './overrides.js';
 import { configSchema, SECRET_KEYS, type RelayConfig } from './schema.js';
 
@@ -24,30 +25,6 @@ export class ConfigError extends Error {
   }
 }
 
-const ENV_REFERENCE = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
-
-/** Replaces ${VAR} in every string value; "$$" stands for a literal "$". Missing variables become problems. */
-export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: string[] = [], problems: ConfigProblem[] = []): unknown {
-  if (typeof value === 'string') {
-    return value.replace(ENV_REFERENCE, (whole, name: string | undefined) => {
-      if (name === undefined) return '$';
-      const replacement = env[name];
-      if (replacement === undefined) {
-        problems.push({ path: path.join('.'), message: `environment variable ${name} is not set (referenced as \${${name}}); export it or put it in the service's EnvironmentFile` });
-        return whole;
-      }
-      return replacement;
-    });
-  }
-  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, env, [...path, String(i)], problems));
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [key, item] of Object.entries(value)) out[key] = substituteEnv(item, env, [...path, key], problems);
-    return out;
-  }
-  return value;
-}
-
 const HINTS: Array<[RegExp, string]> = [
   [/^graph$/, 'add a graph: section with tenantId, clientId, auth and mailbox (see relay.example.yaml)'],
   [/^graph\.(tenantId|clientId)$/, 'copy it from the app registration\'s Overview page in the Entra admin center'],
@@ -55,7 +32,7 @@ const HINTS: Array<[RegExp, string]> = [
   [/^graph\.auth\.clientSecret$/, 'use the secret *value* (not its ID), ideally as "${GRAPH_CLIENT_SECRET}"'],
 ];
 
-function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
+function describeIssue(issue: z.core.$ZodIssue, wholeRefs: ReadonlyMap<string, string>): ConfigProblem[] {
   const path = issue.path.map(String).join('.');
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => ({ path: path ? `${path}.${key}` : key, message: 'unknown key (check spelling and indentation; see relay.example.yaml)' }));
@@ -66,6 +43,8 @@ function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
   // A length rule's message names the rule, never the value, so it stays (it says what to fix).
   if (typeof last === 'string' && SECRET_KEYS.has(last) && issue.code !== 'too_small') message = 'invalid value (not shown: secret)';
   if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) message = 'required';
+  const reference = wholeRefs.get(pathKey(issue.path));
+  if (reference) message = `${message} (the value of ${reference})`;
   const hint = HINTS.find(([pattern]) => pattern.test(path))?.[1];
   return [{ path, message: hint ? `${message} - ${hint}` : message }];
 }
@@ -84,9 +63,23 @@ function deepFreeze<T>(value: T): T {
  */
 export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, source = 'config', overrides: CommandLineOverrides = {}): RelayConfig {
   const problems: ConfigProblem[] = [];
-  const substituted = applyOverrides(substituteEnv(raw ?? {}, env, [], problems), overrides);
-  const result = configSchema.safeParse(substituted);
-  if (!result.success) problems.push(...result.error.issues.flatMap(describeIssue));
+  const wholeRefs = new Map<string, string>();
+  const substituted = applyOverrides(substituteEnv(raw ?? {}, env, [], problems, wholeRefs), overrides);
+  let result = configSchema.safeParse(substituted);
+  if (!result.success) {
+    // `maxConnections: ${MAX_CONN}`: the environment gave a string where a number or boolean
+    // belongs. Convert exactly those values and validate once more.
+    const typed = typedByEnv(
+      substituted,
+      result.error.issues.flatMap((issue): Array<{ path: PropertyKey[]; expected: 'number' | 'boolean' }> => {
+        if (issue.code !== 'invalid_type' || !wholeRefs.has(pathKey(issue.path))) return [];
+        if (issue.expected === 'number') return [{ path: issue.path, expected: 'number' }];
+        return issue.expected === 'boolean' ? [{ path: issue.path, expected: 'boolean' }] : [];
+      }),
+    );
+    if (typed !== null) result = configSchema.safeParse(typed);
+  }
+  if (!result.success) problems.push(...result.error.issues.flatMap((issue) => describeIssue(issue, wholeRefs)));
   if (problems.length > 0 || !result.success) throw new ConfigError(`${source}${describeOverrides(overrides)}`, problems);
   return deepFreeze(result.data);
 }
@@ -99,7 +92,15 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
       doc.errors.map((e) => ({ path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax: ${e.message.split('\n')[0] ?? e.code}` })),
     );
   }
-  return validateConfig(doc.toJS(), env, source, overrides);
+  let raw: unknown;
+  try {
+    // Aliases are expanded here; more than 100 alias expansions (the yaml default, stated so it
+    // stays) is a "billion laughs" document, refused before it can use the memory it asks for.
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigError(source, [{ path: '', message: `YAML could not be read: ${(err as Error).message}; a relay config needs no more than a few aliases (&name / *name) - write the values out instead` }]);
+  }
+  return validateConfig(raw, env, source, overrides);
 }
 
 export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, overrides: CommandLineOverrides = {}): Promise<RelayConfig> {

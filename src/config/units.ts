@@ -55,3 +55,13 @@ export function parseHostPort(value: string): { host: string; port: number } | n
 export function httpBaseUrl(host: string, port: number): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
+
+/**
+ * The address a client on this machine uses to reach a listener bound to `host`: a wildcard
+ * (0.0.0.0, ::) is reached through loopback, where the admin guard accepts the Host header.
+ */
+export function localClientHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '::1';
+  return host;
+}

@@ -6,7 +6,7 @@
 import type { Writable } from 'node:stream';
 import { request } from 'undici';
 import type { RelayConfig } from '../config/schema.js';
-import { httpBaseUrl, parseDurationMs, parseHostPort } from '../config/units.js';
+import { httpBaseUrl, localClientHost, parseDurationMs, parseHostPort } from '../config/units.js';
 import { FsSpool } from '../spool/fs/fs-spool.js';
 import { systemClock } from '../util/clock.js';
 import { QueueControl, runQueueRequest, type QueueItem, type QueueState } from './queue-control.js';
@@ -71,7 +71,7 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
     try {
       // The admin guard (admin-guard.ts) wants JSON on state-changing requests and the token, when set, on all.
       const headers: Record<string, string> = { 'content-type': 'application/json', ...(config.admin.token ? { authorization: `Bearer ${config.admin.token}` } : {}) };
-      const response = await request(`${httpBaseUrl(host, port)}${call.path}`, { method: call.method, headers, ...(call.method === 'POST' ? { body: '{}' } : {}), headersTimeout: 10_000, bodyTimeout: 10_000 });
+      const response = await request(`${httpBaseUrl(localClientHost(host), port)}${call.path}`, { method: call.method, headers, ...(call.method === 'POST' ? { body: '{}' } : {}), headersTimeout: 10_000, bodyTimeout: 10_000 });
       result = { status: response.statusCode, body: await response.body.json() };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw e;

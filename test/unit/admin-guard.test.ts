@@ -3,6 +3,7 @@
  * listener is exercised in test/integration/admin-security.test.ts.
  */
 import { describe, expect, it } from 'vitest';
+import { httpBaseUrl, localClientHost } from '../../src/config/units.js';
 import { checkAdminRequest, parseHostHeader, tokenMatches, type AdminGuardPolicy, type AdminRequestFacts } from '../../src/ops/admin-guard.js';
 
 const loopback: AdminGuardPolicy = { listenHost: '127.0.0.1' };
@@ -34,6 +35,13 @@ describe('admin guard: Host', () => {
     expect(status(req({ headers: { host: '10.1.2.4:9925', ...auth }, localAddress: '10.1.2.3' }), wildcard)).toBe(421);
     expect(status(req({ headers: { host: '0.0.0.0:9925', ...auth }, localAddress: '10.1.2.3' }), wildcard)).toBe(421);
     expect(status(req({ headers: { host: 'relay01:9925', ...auth }, localAddress: '10.1.2.3' }), wildcard)).toBe(421);
+  });
+
+  it('the queue CLI reaches a wildcard admin listener through loopback, with a Host the guard accepts', () => {
+    for (const [listenHost, local] of [['0.0.0.0', '127.0.0.1'], ['::', '::1']] as const) {
+      const host = new URL(httpBaseUrl(localClientHost(listenHost), 9925)).host;
+      expect(status(req({ headers: { host, authorization: `Bearer ${TOKEN}` }, localAddress: local }), { listenHost, token: TOKEN }), listenHost).toBe(200);
+    }
   });
 
   it('parses Host headers the way a browser writes them', () => {
