@@ -139,6 +139,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       journal: config.spool.journal,
       now: () => clock.now(),
       onError: (event, err) => logger.error({ event, err: err.message }, 'spool background work failed; the message stays in the journal and is retried'),
+      onNotice: (event, fields) => logger.warn({ event, ...fields }, 'the previous relay on this spool did not stop cleanly; its lock was taken over'),
     });
   const recovery = await spool.recover();
   logger.info(

@@ -36,6 +36,9 @@ async function store(spool: FsSpool, body = 'Subject: s\r\n\r\nbody\r\n') {
   return writer.commit(meta(id));
 }
 
+// A spool standing for a crashed process holds no lock: the kernel releases it when a process dies.
+const CRASHED: FsSpoolOptions = { lock: false };
+
 const list = async (area: string) => (await readdir(path.join(dir, area))).sort();
 
 // Both ways to "250 means durable": the group-committed journal (default) and a file commit per message.
@@ -291,7 +294,7 @@ describe('intake journal', () => {
         filingStarted = true;
         return new Promise(() => undefined);
       }) as SpoolFs['open'],
-    });
+    }, CRASHED);
     await crashed.recover();
     const onlyInJournal = await store(crashed, 'Subject: journal only\r\n\r\nbody\r\n');
     await eventually(async () => filingStarted);
@@ -322,7 +325,7 @@ describe('intake journal', () => {
   it('starts at once on a journal a crash left behind, and a second crash resends nothing delivered meanwhile', async () => {
     // The crash left one segment: K (already filed into queue/), D (delivered before it was
     // filed: queue/D.done), U1 and U2 (only in the journal).
-    const before = new FsSpool(dir, realSpoolFs, { journal: false });
+    const before = new FsSpool(dir, realSpoolFs, { journal: false, ...CRASHED });
     await before.recover();
     const k = await store(before);
     const [d, u1, u2] = [{ ...k, id: newQueueId() }, { ...k, id: newQueueId() }, { ...k, id: newQueueId() }];
@@ -336,7 +339,7 @@ describe('intake journal', () => {
       open: ((file: string, flags?: string, mode?: number) =>
         String(file).includes(`${u2.id}.eml`) && String(file).includes(`${path.sep}tmp${path.sep}`) ? new Promise(() => undefined) : realSpoolFs.open(file, flags, mode)) as SpoolFs['open'],
     };
-    const first = new FsSpool(dir, hangU2);
+    const first = new FsSpool(dir, hangU2, CRASHED);
     const report = await first.recover();
     expect(report.replayed).toBe(2);
     expect(report.queued.map((e) => e.id)).toEqual([k.id, u1.id, u2.id].sort());
@@ -360,7 +363,7 @@ describe('intake journal', () => {
   it('never files a delivered message again, even when the restart finds it still in the journal', async () => {
     // Filing works, but the journal segment cannot be deleted: the crash finds the record there.
     const stuck: SpoolFs = { ...realSpoolFs, unlink: ((file: string) => (String(file).endsWith('.log') ? new Promise(() => undefined) : realSpoolFs.unlink(file))) as SpoolFs['unlink'] };
-    const spool = new FsSpool(dir, stuck);
+    const spool = new FsSpool(dir, stuck, CRASHED);
     await spool.recover();
     const delivered = await store(spool);
     const waiting = await store(spool);
@@ -388,7 +391,7 @@ describe('intake journal', () => {
         return realSpoolFs.open(file, flags, mode);
       }) as SpoolFs['open'],
     };
-    const spool = new FsSpool(dir, hangFirstFiling);
+    const spool = new FsSpool(dir, hangFirstFiling, CRASHED);
     await spool.recover();
     const stuck = await store(spool, 'Subject: stuck\r\n\r\nbody\r\n');
     const early = await store(spool, 'Subject: early\r\n\r\nbody\r\n');

@@ -22,6 +22,7 @@ import { parseEntry, serializeEntry, type SpoolEntry } from '../entry.js';
 import { JournalFiler } from './filer.js';
 import { decodeRecords, IntakeJournal, type Segment } from './journal.js';
 import { isQueueId } from '../queue-id.js';
+import { lockSpoolDir, type SpoolLock } from '../lock/spool-lock.js';
 import type { MessageWriter, NewMessage, RecoveryReport, Spool } from '../spool.js';
 
 type Area = 'journal' | 'tmp' | 'queue' | 'failed' | 'corrupt';
@@ -50,6 +51,13 @@ export interface FsSpoolOptions {
   journalBacklogBytes?: number;
   /** Reports background problems (filing retried, a journal segment not deleted); the spool keeps going. */
   onError?: (event: string, err: Error) => void;
+  /** Reports what recovery found that a person should know (a lock left by a relay that did not stop cleanly). */
+  onNotice?: (event: string, fields: Record<string, unknown>) => void;
+  /**
+   * Takes the spool.dir lock in recover() (on unless false), released by close(). Off only where a
+   * test stands in for a crashed process, whose lock the kernel would have released.
+   */
+  lock?: boolean;
   now?: () => number;
 }
 
@@ -92,6 +100,9 @@ export class FsSpool implements Spool {
   private readonly onError: (event: string, err: Error) => void;
   /** Files journaled messages into queue/ in the background; null without the journal. */
   private readonly filer: JournalFiler | null;
+  private readonly takeLock: boolean;
+  private readonly onNotice: (event: string, fields: Record<string, unknown>) => void;
+  private lock: SpoolLock | null = null;
 
   constructor(
     readonly root: string,
@@ -103,6 +114,8 @@ export class FsSpool implements Spool {
     this.journalMessageBytes = options.journalMessageBytes ?? DEFAULT_JOURNAL_MESSAGE_BYTES;
     this.journalBacklogBytes = options.journalBacklogBytes ?? DEFAULT_JOURNAL_BACKLOG_BYTES;
     this.onError = options.onError ?? (() => undefined);
+    this.onNotice = options.onNotice ?? (() => undefined);
+    this.takeLock = options.lock ?? true;
     this.journal =
       options.journal === false
         ? null
@@ -195,6 +208,12 @@ export class FsSpool implements Spool {
   }
 
   async recover(): Promise<RecoveryReport> {
+    // Before anything in spool.dir is read or changed: a second relay must not run recovery
+    // against a live spool (it deleted the first one's tmp/ files and retired its journal).
+    if (this.takeLock) {
+      this.lock = await lockSpoolDir(this.root);
+      if (this.lock.previousPid !== null) this.onNotice('spool.lock_taken_over', { previousPid: this.lock.previousPid, dir: this.root });
+    }
     for (const area of ['journal', 'tmp', 'queue', 'failed', 'corrupt'] as const) {
       await this.fs.mkdir(this.dir(area), { recursive: true, mode: 0o700 });
     }
@@ -394,8 +413,13 @@ export class FsSpool implements Spool {
 
   /** Lets background filing finish (up to the deadline), then closes the journal. */
   async close(deadlineMs = 5000): Promise<void> {
-    await this.filer?.stop(deadlineMs);
-    await this.journal?.close();
+    try {
+      await this.filer?.stop(deadlineMs);
+      await this.journal?.close();
+    } finally {
+      this.lock?.release();
+      this.lock = null;
+    }
   }
 
   async readMessage(id: string): Promise<Buffer> {
