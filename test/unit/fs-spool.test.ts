@@ -467,3 +467,41 @@ describe('directory fsync', () => {
     await expect(new DirSyncer(dir, eperm, 'linux').sync()).rejects.toThrow(/EPERM/);
   });
 });
+
+describe('files the spool does not know', () => {
+  it('moves every name it does not write to corrupt/, in every area, and still starts with the real messages', async () => {
+    const spool = new FsSpool(dir, realSpoolFs, { journal: false });
+    await spool.recover();
+    const good = await store(spool);
+    await spool.close();
+    // An operator's backups of a real message (a copy of its record stopped the start with ENOENT;
+    // a copy of its message file was deleted), an editor's leftovers, a note, a directory.
+    const queued = async (name: string) => readFile(path.join(dir, 'queue', name));
+    const strays: Array<[string, string | Buffer | null]> = [
+      [`queue/${good.id}.json.bak`, await queued(`${good.id}.json`)],
+      [`queue/${good.id}.eml.bak`, await queued(`${good.id}.eml`)],
+      [`queue/.${good.id}.json.swp`, 'x'],
+      ['queue/notes', null],
+      [`failed/${good.id}.json~`, 'x'],
+      [`journal/${newQueueId()}.log.old`, 'x'],
+      ['tmp/README.txt', 'x'],
+    ];
+    for (const [name, content] of strays) {
+      if (content === null) await mkdir(path.join(dir, name));
+      else await writeFile(path.join(dir, name), content);
+    }
+    // corrupt/ already holds a file of one of those names: it is not overwritten.
+    await writeFile(path.join(dir, 'corrupt', 'README.txt'), 'earlier');
+
+    const report = await new FsSpool(dir).recover();
+    expect(report.queued.map((e) => e.id)).toEqual([good.id]);
+    expect(report.discardedPartial).toBe(0);
+    expect(report.quarantined).toHaveLength(strays.length);
+    for (const q of report.quarantined) expect(q.reason).toMatch(/not a name the spool writes/);
+    const base = (name: string) => name.split('/')[1] as string;
+    expect(await list('corrupt')).toEqual([...strays.map(([name]) => base(name)), 'README.txt.1'].sort());
+    expect(await readFile(path.join(dir, 'corrupt', 'README.txt'), 'utf8')).toBe('earlier');
+    expect(await list('queue')).toEqual([`${good.id}.eml`, `${good.id}.json`]);
+    for (const area of ['tmp', 'failed', 'journal']) expect(await list(area)).toEqual([]);
+  });
+});

@@ -61,6 +61,16 @@ export interface FsSpoolOptions {
   now?: () => number;
 }
 
+/** Every name the spool writes, per area (ID: a queue id, queue-id.ts); recovery moves any other to corrupt/. */
+const ID = '([0-9A-Z]{19})';
+const KNOWN_NAMES = {
+  queue: new RegExp(`^${ID}\\.(eml|json|done)$`),
+  failed: new RegExp(`^${ID}\\.(eml|json)$`),
+  journal: new RegExp(`^${ID}\\.log$`),
+  // A message being received; a record being written (ID.json.PID.N); the readiness probe.
+  tmp: new RegExp(`^(?:${ID}\\.eml|${ID}\\.json\\.\\d+\\.\\d+|\\.probe\\.\\d+\\.\\d+)$`),
+} as const;
+
 const DEFAULT_JOURNAL_MESSAGE_BYTES = 256 * 1024;
 // Filing reads messages back from the journal, so the backlog costs disk, not memory. A burst of
 // 5,000 10 KB alerts is 50 MB; at 32 MB the last third of such a burst took the slow direct path
@@ -219,6 +229,10 @@ export class FsSpool implements Spool {
     }
     const report: RecoveryReport = { queued: [], discardedPartial: 0, quarantined: [], completedMoves: 0, replayed: 0 };
 
+    // Only files of a name this spool writes are read, deleted or filed; anything else (an
+    // operator's ID.json.bak, an editor's swap file) goes to corrupt/, where a person looks: it
+    // stopped the start (ENOENT) or was deleted as a partial message (issue 11, item 10).
+    for (const area of ['tmp', 'journal', 'failed'] as const) await this.quarantineUnknown(area, report);
     for (const name of await this.fs.readdir(this.dir('tmp'))) {
       await this.unlinkQuietly(path.join(this.dir('tmp'), name));
       report.discardedPartial += 1;
@@ -229,7 +243,12 @@ export class FsSpool implements Spool {
     const failedIds = new Set((await this.fs.readdir(this.dir('failed'))).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
     const names = new Set(await this.fs.readdir(this.dir('queue')));
     for (const name of [...names].sort()) {
-      const [id, ext] = name.split('.') as [string, string | undefined];
+      const known = KNOWN_NAMES.queue.exec(name);
+      if (!known) {
+        await this.quarantine('queue', name, 'not a name the spool writes (ID.eml, ID.json, ID.done)', report);
+        continue;
+      }
+      const [, id, ext] = known as unknown as [string, string, string];
       if (ext === 'eml') {
         // A message without its record was never acknowledged (or was already delivered): drop it.
         if (!names.has(`${id}.json`)) {
@@ -244,10 +263,6 @@ export class FsSpool implements Spool {
         if (!markersStillNeeded.has(id)) await this.unlinkQuietly(path.join(this.dir('queue'), name));
         continue;
       }
-      if (ext !== 'json' || !isQueueId(id)) {
-        await this.quarantine(name, 'unexpected file in queue/', report);
-        continue;
-      }
       const entry = parseEntry(await this.fs.readFile(this.file('queue', id, 'json'), 'utf8'));
       if (failedIds.has(id) && !(entry instanceof Error) && entry.requeuedAt !== undefined) {
         // A "queue retry" was interrupted after the queue record was written: finish it.
@@ -260,12 +275,12 @@ export class FsSpool implements Spool {
         continue;
       }
       if (entry instanceof Error) {
-        await this.quarantine(name, entry.message, report);
-        if (names.has(`${id}.eml`)) await this.quarantine(`${id}.eml`, entry.message, null);
+        await this.quarantine('queue', name, entry.message, report);
+        if (names.has(`${id}.eml`)) await this.quarantine('queue', `${id}.eml`, entry.message, null);
         continue;
       }
       if (!names.has(`${id}.eml`)) {
-        await this.quarantine(name, 'record without its message file', report);
+        await this.quarantine('queue', name, 'record without its message file', report);
         continue;
       }
       report.queued.push(entry);
@@ -345,9 +360,19 @@ export class FsSpool implements Spool {
     return recovered.unfiled.map((u) => ({ ...u.entry }));
   }
 
-  private async quarantine(name: string, reason: string, report: RecoveryReport | null): Promise<void> {
-    await this.fs.rename(path.join(this.dir('queue'), name), path.join(this.dir('corrupt'), name));
-    report?.quarantined.push({ id: name.split('.')[0] ?? name, reason });
+  /** Moves a file to corrupt/ (under a new name if corrupt/ already has one: nothing there is overwritten). */
+  private async quarantine(area: 'tmp' | 'journal' | 'queue' | 'failed', name: string, reason: string, report: RecoveryReport | null): Promise<void> {
+    const taken = new Set(await this.fs.readdir(this.dir('corrupt')));
+    let target = name;
+    for (let n = 1; taken.has(target); n++) target = `${name}.${n}`;
+    await this.fs.rename(path.join(this.dir(area), name), path.join(this.dir('corrupt'), target));
+    report?.quarantined.push({ id: KNOWN_NAMES.queue.exec(name)?.[1] ?? `${area}/${name}`, reason: target === name ? reason : `${reason} (kept as corrupt/${target})` });
+  }
+
+  private async quarantineUnknown(area: 'tmp' | 'journal' | 'failed', report: RecoveryReport): Promise<void> {
+    for (const name of (await this.fs.readdir(this.dir(area))).sort()) {
+      if (!KNOWN_NAMES[area].test(name)) await this.quarantine(area, name, `not a name the spool writes in ${area}/`, report);
+    }
   }
 
   async beginMessage(id: string): Promise<MessageWriter> {
