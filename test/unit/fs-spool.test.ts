@@ -505,3 +505,35 @@ describe('files the spool does not know', () => {
     for (const area of ['tmp', 'failed', 'journal']) expect(await list(area)).toEqual([]);
   });
 });
+
+describe('journal segment decoding', () => {
+  const records = [1, 2, 3].map((n) => Buffer.concat(encodeRecord(Buffer.from(`{"n":${n}}`), Buffer.from(`Subject: record ${n}\r\n\r\nbody\r\n`))));
+  const segment = Buffer.concat(records);
+  const bodies = (data: Buffer) => decodeRecords(data).records.map((r) => r.body.toString().split('\r\n')[0]);
+  const start2 = (records[0] as Buffer).length;
+  const length2 = (records[1] as Buffer).length;
+
+  it('drops only an incomplete last record, as a torn tail', () => {
+    for (const cut of [segment.length - 1, segment.length - length2 + 10, segment.length - length2 + 3]) {
+      expect(decodeRecords(segment.subarray(0, cut))).toMatchObject({ tornBytes: cut - start2 - length2, corrupt: [] });
+    }
+    // A flush whose size reached the disk but whose data did not: zeros.
+    expect(decodeRecords(Buffer.concat([segment, Buffer.alloc(100)]))).toMatchObject({ tornBytes: 100, corrupt: [] });
+  });
+
+  it('keeps the records after one that fails its checksum, and reports the damage', () => {
+    for (const at of [start2 + 3 /* length field */, start2 + 12 /* checksum */, start2 + 20 /* meta */, start2 + length2 - 3 /* body */]) {
+      const damaged = Buffer.from(segment);
+      damaged[at] = (damaged[at] as number) ^ 0x01;
+      const decoded = decodeRecords(damaged);
+      expect(bodies(damaged)).toEqual(['Subject: record 1', 'Subject: record 3']);
+      expect(decoded).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2, bytes: length2 }] });
+    }
+  });
+
+  it('reports a complete last record that fails its checksum as damage, not as a tear', () => {
+    const damaged = Buffer.from(segment);
+    damaged[segment.length - 3] = (damaged[segment.length - 3] as number) ^ 0x01;
+    expect(decodeRecords(damaged)).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2 + length2 }] });
+  });
+});

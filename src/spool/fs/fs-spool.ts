@@ -310,17 +310,22 @@ export class FsSpool implements Spool {
     let deleted = false;
     for (const name of names) {
       const file = path.join(this.dir('journal'), name);
-      const { records, tornBytes } = decodeRecords(await this.fs.readFile(file));
+      const { records, tornBytes, corrupt } = decodeRecords(await this.fs.readFile(file));
       // A torn tail is a flush that never completed: nothing in it was acknowledged.
       if (tornBytes > 0) report.discardedPartial += 1;
       const segment: AdoptedSegment = { file, unfiled: [], known: [], delivered: [] };
       const unfiledBodies: Buffer[] = [];
-      let unreadable = false;
+      // Damage is not a tear: what verifies is filed below, the segment goes to corrupt/.
+      let unreadable = corrupt.length > 0;
+      if (unreadable) {
+        const ranges = corrupt.map((c) => `${c.bytes} bytes at ${c.offset}`).join(', ');
+        report.quarantined.push({ id: name, area: 'journal', reason: `journal segment damaged (${ranges} failed the checksum; acknowledged messages there are lost): the ${records.length} records that verify are filed, the segment is kept in corrupt/` });
+      }
       for (const record of records) {
         const entry = parseEntry(record.meta.toString('utf8'));
         if (entry instanceof Error) {
           unreadable = true;
-          report.quarantined.push({ id: name, reason: `journal record: ${entry.message}` });
+          report.quarantined.push({ id: name, area: 'journal', reason: `journal record: ${entry.message}` });
           continue;
         }
         const json = `${entry.id}.json`;
@@ -366,7 +371,7 @@ export class FsSpool implements Spool {
     let target = name;
     for (let n = 1; taken.has(target); n++) target = `${name}.${n}`;
     await this.fs.rename(path.join(this.dir(area), name), path.join(this.dir('corrupt'), target));
-    report?.quarantined.push({ id: KNOWN_NAMES.queue.exec(name)?.[1] ?? `${area}/${name}`, reason: target === name ? reason : `${reason} (kept as corrupt/${target})` });
+    report?.quarantined.push({ id: KNOWN_NAMES.queue.exec(name)?.[1] ?? `${area}/${name}`, area, reason: target === name ? reason : `${reason} (kept as corrupt/${target})` });
   }
 
   private async quarantineUnknown(area: 'tmp' | 'journal' | 'failed', report: RecoveryReport): Promise<void> {
