@@ -2,12 +2,11 @@
  * The SMTP edge over raw sockets: the replies a misbehaving or careless client gets, with their
  * enhanced status codes, and that nothing it does takes the process down or reaches the spool.
  */
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { until } from '../helpers/wait.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
+import { tracesOf, untilNothingLeftBehind } from '../helpers/spool-traces.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -47,16 +46,24 @@ describe('SMTP edge', () => {
   it('refuses an actual message over the limit with 552 5.3.4 and spools nothing', async () => {
     const acceptedBefore = h.logs.records.filter((r) => r.event === 'smtp.accepted').length;
     const client = await session();
-    const reply = await client.send('a@contoso.example', ['b@contoso.example'], `Subject: big\r\n\r\n${'x'.repeat(76)}\r\n`.repeat(400));
+    const reply = await client.send('a@contoso.example', ['b@contoso.example'], `Subject: big\r\nX-Test-Id: too-big\r\n\r\n${`${'x'.repeat(76)}\r\n`.repeat(400)}`);
     expect(reply.code).toBe(552);
     expect(reply.text).toMatch(/^5\.3\.4 /);
     // The session goes on: the next message is accepted.
-    expect((await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: small\r\n\r\nok\r\n')).code).toBe(250);
+    expect((await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: small\r\nX-Test-Id: small-after-big\r\n\r\nok\r\n')).code).toBe(250);
     await client.quit();
+    // The relay's own size enforcement refused it (intake.ts, with its own wording), not only
+    // smtp-server (rejectOversized answers 552 whatever the relay did, even after a truncated
+    // copy was spooled).
+    const ownRefusal = h.logs.records.find((r) => r.event === 'smtp.refused' && r.code === 552 && r.queueId && r.reason === '5.3.4 Message exceeds fixed maximum message size of 20000 bytes');
+    expect(ownRefusal).toBeDefined();
+    expect(await tracesOf(h.spoolDir, ownRefusal?.queueId as string)).toEqual([]);
+    // No record of the refused message anywhere (tmp/, journal records and segments, queue/,
+    // failed/, corrupt/), now or once the accepted one is filed.
+    expect(await tracesOf(h.spoolDir, 'X-Test-Id: too-big')).toEqual([]);
+    await untilNothingLeftBehind(h.spoolDir);
+    expect(await tracesOf(h.spoolDir, 'X-Test-Id: too-big')).toEqual([]);
     expect(h.logs.records.filter((r) => r.event === 'smtp.accepted').length).toBe(acceptedBefore + 1);
-    expect(h.logs.records.some((r) => r.event === 'smtp.refused' && r.code === 552)).toBe(true);
-    // tmp/ is used briefly while the accepted message is filed from the journal; the refused one leaves nothing.
-    await until(async () => (await readdir(path.join(h.spoolDir, 'tmp'))).length === 0);
   });
 
   it('limits recipients per message with 452 4.5.3 (the client retries the rest later)', async () => {
@@ -100,11 +107,12 @@ describe('SMTP edge', () => {
     await client.reply();
     await client.reply();
     await client.reply();
-    client.write('Subject: cut\r\n\r\npartial body without end');
+    client.write('Subject: cut\r\nX-Test-Id: cut-in-data\r\n\r\npartial body without end');
     await new Promise((r) => setTimeout(r, 50));
     client.destroy();
     await new Promise((r) => setTimeout(r, 200));
-    expect(await readdir(path.join(h.spoolDir, 'tmp'))).toEqual([]);
+    expect(await tracesOf(h.spoolDir, 'X-Test-Id: cut-in-data')).toEqual([]);
+    await untilNothingLeftBehind(h.spoolDir);
     // Still serving.
     const next = await session();
     expect((await next.send('a@contoso.example', ['b@contoso.example'], 'Subject: after\r\n\r\nok\r\n')).code).toBe(250);

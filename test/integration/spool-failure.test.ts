@@ -11,6 +11,7 @@ import { FsSpool } from '../../src/spool/fs/fs-spool.js';
 import { realSpoolFs, type SpoolFs } from '../../src/spool/fs/spool-fs.js';
 import { decodeRecords } from '../../src/spool/fs/journal.js';
 import { until } from '../helpers/wait.js';
+import { tracesOf, untilNothingLeftBehind } from '../helpers/spool-traces.js';
 import { startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 
@@ -48,12 +49,16 @@ describe('a failing spool disk', () => {
     await client.reply();
     await client.command('EHLO c');
     failNext = 'fsync';
-    const refused = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: fsync\r\n\r\nbody\r\n');
+    const refused = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: fsync\r\nX-Test-Id: disk-fsync-refused\r\n\r\nbody\r\n');
     expect(refused.code).toBe(451);
     expect(refused.text).toMatch(/^4\.3\.0 /);
+    expect(failNext).toBeNull(); // the fault really happened
     expect(await readdir(path.join(h.spoolDir, 'tmp'))).toEqual([]);
     expect(await readdir(path.join(h.spoolDir, 'queue'))).toEqual([]);
     await until(async () => (await journalRecords()) === 0);
+    // Every area: the bytes written before the failed flush go with their segment, nothing stays.
+    await untilNothingLeftBehind(h.spoolDir);
+    expect(await tracesOf(h.spoolDir, 'X-Test-Id: disk-fsync-refused')).toEqual([]);
     // The same session succeeds once the disk is back.
     const accepted = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: retry\r\nX-Test-Id: disk-fsync\r\n\r\nbody\r\n');
     expect(accepted.code).toBe(250);
