@@ -145,7 +145,7 @@ describe.each([fsBackend(), pgBackend()])('spool contract: $name', (backend) => 
 
   it('claimed: due messages are leased once, within the per-mailbox in-flight limit; held and future ones are not', async () => {
     const spool = await backend.fresh();
-    const stored = [];
+    const stored: Array<{ id: string }> = [];
     for (let i = 0; i < 6; i += 1) stored.push(await store(spool));
     const held = await store(spool);
     await spool.update({ ...held, held: true });

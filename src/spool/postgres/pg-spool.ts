@@ -216,6 +216,28 @@ export class PgSpool implements Spool {
     };
   }
 
+  /**
+   * Stores a message moved from another spool with its state (attempts, last error, failed) kept.
+   * Idempotent: false when the message is already in the database; a half-done earlier import of
+   * the same message (still 'receiving') is replaced.
+   */
+  async importMessage(entry: SpoolEntry, where: 'queue' | 'failed', body: AsyncIterable<Buffer>): Promise<boolean> {
+    const { rows } = await this.q<{ state: string }>('SELECT state FROM relay.messages WHERE id = $1', [entry.id]);
+    if (rows[0] && rows[0].state !== 'receiving') return false;
+    if (rows[0]) await this.q(`DELETE FROM relay.messages WHERE id = $1 AND state = 'receiving'`, [entry.id]);
+    const writer = await this.beginMessage(entry.id);
+    for await (const piece of body) await writer.write(piece);
+    await writer.commit(entry);
+    await this.q(`UPDATE relay.messages SET state = $2, entry = $3, held = $4, run_at = $5 WHERE id = $1`, [
+      entry.id,
+      where === 'queue' ? 'queued' : 'failed',
+      JSON.stringify(entry),
+      entry.held,
+      entry.nextAttemptAt,
+    ]);
+    return true;
+  }
+
   private async chunkSeqs(id: string): Promise<number[]> {
     const { rows } = await this.q<{ seq: number }>('SELECT seq FROM relay.chunks WHERE message_id = $1 ORDER BY seq', [id]);
     if (rows.length === 0) throw new Error(`message ${id} has no stored content`);
