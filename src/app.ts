@@ -147,7 +147,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     },
     'spool recovered',
   );
-  for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, reason: q.reason }, 'corrupt spool entry moved to corrupt/');
+  // Everything in corrupt/ needs a person: a damaged journal segment means acknowledged mail lost.
+  for (const q of recovery.quarantined) logger.error({ event: 'spool.quarantined', queueId: q.id, area: q.area, reason: q.reason, operatorActionRequired: true }, 'spool entry moved to corrupt/');
 
   // One Graph client per tenant/app: the default one, and one for each route with its own graph settings.
   const buildRouteProfiles = async (cfg: RelayConfig) => {
@@ -175,6 +176,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       inFlightByMailbox: snap.inFlightByMailbox,
     };
   }, () => spool.count('failed'));
+  for (const q of recovery.quarantined) metrics.quarantined.inc({ area: q.area ?? 'unknown' });
   const observe = (inner: TokenProvider) => new ObservedTokenProvider(inner, clock.now, (ok) => metrics.tokenAcquisitions.inc({ result: ok ? 'ok' : 'error' }));
   let tokens = observe(graph.tokens);
   let routeProfiles = await buildRouteProfiles(config);

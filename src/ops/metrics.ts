@@ -22,6 +22,7 @@ export class RelayMetrics {
   readonly throttled: Counter<'mailbox'>;
   readonly graphLatency: Histogram<'status'>;
   readonly tokenAcquisitions: Counter<'result'>;
+  readonly quarantined: Counter<'area'>;
 
   constructor(snapshot: () => QueueSnapshot, failedCount: () => Promise<number>) {
     const registers = [this.registry];
@@ -40,6 +41,7 @@ export class RelayMetrics {
       registers,
     });
     this.tokenAcquisitions = new Counter({ name: 'relay_token_acquisitions_total', help: 'Token requests by result (ok|error)', labelNames: ['result'], registers });
+    this.quarantined = new Counter({ name: 'relay_spool_quarantined_total', help: 'Spool files moved to corrupt/ at start, by area (journal: a damaged segment, acknowledged mail may be lost)', labelNames: ['area'], registers });
     const latest = { value: null as QueueSnapshot | null };
     const read = () => (latest.value ??= snapshot());
     new Gauge({

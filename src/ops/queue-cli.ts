@@ -1,7 +1,7 @@
 /**
  * `smtp-graph-relay queue ...`: talks to the running relay's admin API when it answers, so the
  * scheduler and the spool stay in agreement; when nothing listens there (relay stopped) it works on
- * the spool files directly, which is safe then.
+ * the spool files directly, which is safe then (the spool.dir lock proves no relay holds them).
  */
 import type { Writable } from 'node:stream';
 import { request } from 'undici';
@@ -9,6 +9,7 @@ import type { RelayConfig } from '../config/schema.js';
 import { httpBaseUrl, parseDurationMs, parseHostPort } from '../config/units.js';
 import { FsSpool } from '../spool/fs/fs-spool.js';
 import { PgSpool } from '../spool/postgres/pg-spool.js';
+import { SpoolLockedError } from '../spool/lock/spool-lock.js';
 import { systemClock } from '../util/clock.js';
 import { QueueControl, runQueueRequest, type QueueItem, type QueueState } from './queue-control.js';
 
@@ -80,7 +81,16 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
     // Nothing listens on admin.listen: the relay is not running, so the files are ours.
     // With spool.backend: postgres this is the shared queue itself (leased messages are refused).
     const spool = config.spool.backend === 'postgres' ? new PgSpool({ url: config.spool.postgres.url as string }) : new FsSpool(config.spool.dir);
-    await spool.recover();
+    try {
+      await spool.recover();
+    } catch (e) {
+      if (!(e instanceof SpoolLockedError)) throw e;
+      // A relay runs on this spool but its admin API is off or elsewhere: its files are not ours
+      // (a hold written here was lost; a listing deleted the tmp/ file of a message in DATA).
+      const admin = config.admin.listen === false ? 'its admin API is off (admin.listen: false)' : `nothing answered on admin.listen ${config.admin.listen}`;
+      err.write(`queue ${args.action}: a running relay (PID ${e.pid ?? 'unknown'}) holds spool.dir ${config.spool.dir} and ${admin}; nothing was read or changed. Manage its queue through its admin API (set admin.listen and restart it), or stop it first.\n`);
+      return 1;
+    }
     try {
       // The same dispatch as the admin API, on the spool files.
       result = await runQueueRequest(new QueueControl(spool, null, systemClock), call.method, new URL(call.path, 'http://offline'));

@@ -33,5 +33,6 @@ export async function openSpool(config: RelayConfig, logger: Logger, now: () => 
     journal: config.spool.journal,
     now,
     onError: (event, err) => logger.error({ event, err: err.message }, 'spool background work failed; the message stays in the journal and is retried'),
+    onNotice: (event, fields) => logger.warn({ event, ...fields }, 'the previous relay on this spool did not stop cleanly; its lock was taken over'),
   });
 }

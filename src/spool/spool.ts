@@ -13,8 +13,8 @@ export interface RecoveryReport {
   queued: SpoolEntry[];
   /** Half-written intake files from before a crash, removed (never acknowledged with 250). */
   discardedPartial: number;
-  /** Unreadable records moved to corrupt/ for a person to inspect. */
-  quarantined: Array<{ id: string; reason: string }>;
+  /** Unreadable records moved to corrupt/ for a person to inspect; area: where the file-system spool found it. */
+  quarantined: Array<{ id: string; reason: string; area?: 'journal' | 'tmp' | 'queue' | 'failed' }>;
   /** Interrupted moves to failed/ that were completed. */
   completedMoves: number;
   /** Acknowledged messages that were only in the intake journal: queued again, filed into queue/ in the background. */

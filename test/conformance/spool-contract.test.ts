@@ -45,7 +45,8 @@ function fsBackend(): Backend {
       dirs.push(dir);
       return track(new FsSpool(dir));
     },
-    again: async () => track(new FsSpool(dir)),
+    // The first spool stands for a crashed process: its lock would be stale, so this one does not take it.
+    again: async () => track(new FsSpool(dir, undefined, { lock: false })),
     async teardown() {
       for (const d of dirs) await rm(d, { recursive: true, force: true });
     },

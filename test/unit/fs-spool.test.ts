@@ -36,6 +36,9 @@ async function store(spool: FsSpool, body = 'Subject: s\r\n\r\nbody\r\n') {
   return writer.commit(meta(id));
 }
 
+// A spool standing for a crashed process holds no lock: the kernel releases it when a process dies.
+const CRASHED: FsSpoolOptions = { lock: false };
+
 const list = async (area: string) => (await readdir(path.join(dir, area))).sort();
 
 // Both ways to "250 means durable": the group-committed journal (default) and a file commit per message.
@@ -291,7 +294,7 @@ describe('intake journal', () => {
         filingStarted = true;
         return new Promise(() => undefined);
       }) as SpoolFs['open'],
-    });
+    }, CRASHED);
     await crashed.recover();
     const onlyInJournal = await store(crashed, 'Subject: journal only\r\n\r\nbody\r\n');
     await eventually(async () => filingStarted);
@@ -322,7 +325,7 @@ describe('intake journal', () => {
   it('starts at once on a journal a crash left behind, and a second crash resends nothing delivered meanwhile', async () => {
     // The crash left one segment: K (already filed into queue/), D (delivered before it was
     // filed: queue/D.done), U1 and U2 (only in the journal).
-    const before = new FsSpool(dir, realSpoolFs, { journal: false });
+    const before = new FsSpool(dir, realSpoolFs, { journal: false, ...CRASHED });
     await before.recover();
     const k = await store(before);
     const [d, u1, u2] = [{ ...k, id: newQueueId() }, { ...k, id: newQueueId() }, { ...k, id: newQueueId() }];
@@ -336,7 +339,7 @@ describe('intake journal', () => {
       open: ((file: string, flags?: string, mode?: number) =>
         String(file).includes(`${u2.id}.eml`) && String(file).includes(`${path.sep}tmp${path.sep}`) ? new Promise(() => undefined) : realSpoolFs.open(file, flags, mode)) as SpoolFs['open'],
     };
-    const first = new FsSpool(dir, hangU2);
+    const first = new FsSpool(dir, hangU2, CRASHED);
     const report = await first.recover();
     expect(report.replayed).toBe(2);
     expect(report.queued.map((e) => e.id)).toEqual([k.id, u1.id, u2.id].sort());
@@ -360,7 +363,7 @@ describe('intake journal', () => {
   it('never files a delivered message again, even when the restart finds it still in the journal', async () => {
     // Filing works, but the journal segment cannot be deleted: the crash finds the record there.
     const stuck: SpoolFs = { ...realSpoolFs, unlink: ((file: string) => (String(file).endsWith('.log') ? new Promise(() => undefined) : realSpoolFs.unlink(file))) as SpoolFs['unlink'] };
-    const spool = new FsSpool(dir, stuck);
+    const spool = new FsSpool(dir, stuck, CRASHED);
     await spool.recover();
     const delivered = await store(spool);
     const waiting = await store(spool);
@@ -388,7 +391,7 @@ describe('intake journal', () => {
         return realSpoolFs.open(file, flags, mode);
       }) as SpoolFs['open'],
     };
-    const spool = new FsSpool(dir, hangFirstFiling);
+    const spool = new FsSpool(dir, hangFirstFiling, CRASHED);
     await spool.recover();
     const stuck = await store(spool, 'Subject: stuck\r\n\r\nbody\r\n');
     const early = await store(spool, 'Subject: early\r\n\r\nbody\r\n');
@@ -462,5 +465,75 @@ describe('directory fsync', () => {
     await expect(new DirSyncer(dir, eperm, 'win32').sync()).resolves.toBeUndefined();
     expect(opened).toBe(0);
     await expect(new DirSyncer(dir, eperm, 'linux').sync()).rejects.toThrow(/EPERM/);
+  });
+});
+
+describe('files the spool does not know', () => {
+  it('moves every name it does not write to corrupt/, in every area, and still starts with the real messages', async () => {
+    const spool = new FsSpool(dir, realSpoolFs, { journal: false });
+    await spool.recover();
+    const good = await store(spool);
+    await spool.close();
+    // An operator's backups of a real message (a copy of its record stopped the start with ENOENT;
+    // a copy of its message file was deleted), an editor's leftovers, a note, a directory.
+    const queued = async (name: string) => readFile(path.join(dir, 'queue', name));
+    const strays: Array<[string, string | Buffer | null]> = [
+      [`queue/${good.id}.json.bak`, await queued(`${good.id}.json`)],
+      [`queue/${good.id}.eml.bak`, await queued(`${good.id}.eml`)],
+      [`queue/.${good.id}.json.swp`, 'x'],
+      ['queue/notes', null],
+      [`failed/${good.id}.json~`, 'x'],
+      [`journal/${newQueueId()}.log.old`, 'x'],
+      ['tmp/README.txt', 'x'],
+    ];
+    for (const [name, content] of strays) {
+      if (content === null) await mkdir(path.join(dir, name));
+      else await writeFile(path.join(dir, name), content);
+    }
+    // corrupt/ already holds a file of one of those names: it is not overwritten.
+    await writeFile(path.join(dir, 'corrupt', 'README.txt'), 'earlier');
+
+    const report = await new FsSpool(dir).recover();
+    expect(report.queued.map((e) => e.id)).toEqual([good.id]);
+    expect(report.discardedPartial).toBe(0);
+    expect(report.quarantined).toHaveLength(strays.length);
+    for (const q of report.quarantined) expect(q.reason).toMatch(/not a name the spool writes/);
+    const base = (name: string) => name.split('/')[1] as string;
+    expect(await list('corrupt')).toEqual([...strays.map(([name]) => base(name)), 'README.txt.1'].sort());
+    expect(await readFile(path.join(dir, 'corrupt', 'README.txt'), 'utf8')).toBe('earlier');
+    expect(await list('queue')).toEqual([`${good.id}.eml`, `${good.id}.json`]);
+    for (const area of ['tmp', 'failed', 'journal']) expect(await list(area)).toEqual([]);
+  });
+});
+
+describe('journal segment decoding', () => {
+  const records = [1, 2, 3].map((n) => Buffer.concat(encodeRecord(Buffer.from(`{"n":${n}}`), Buffer.from(`Subject: record ${n}\r\n\r\nbody\r\n`))));
+  const segment = Buffer.concat(records);
+  const bodies = (data: Buffer) => decodeRecords(data).records.map((r) => r.body.toString().split('\r\n')[0]);
+  const start2 = (records[0] as Buffer).length;
+  const length2 = (records[1] as Buffer).length;
+
+  it('drops only an incomplete last record, as a torn tail', () => {
+    for (const cut of [segment.length - 1, segment.length - length2 + 10, segment.length - length2 + 3]) {
+      expect(decodeRecords(segment.subarray(0, cut))).toMatchObject({ tornBytes: cut - start2 - length2, corrupt: [] });
+    }
+    // A flush whose size reached the disk but whose data did not: zeros.
+    expect(decodeRecords(Buffer.concat([segment, Buffer.alloc(100)]))).toMatchObject({ tornBytes: 100, corrupt: [] });
+  });
+
+  it('keeps the records after one that fails its checksum, and reports the damage', () => {
+    for (const at of [start2 + 3 /* length field */, start2 + 12 /* checksum */, start2 + 20 /* meta */, start2 + length2 - 3 /* body */]) {
+      const damaged = Buffer.from(segment);
+      damaged[at] = (damaged[at] as number) ^ 0x01;
+      const decoded = decodeRecords(damaged);
+      expect(bodies(damaged)).toEqual(['Subject: record 1', 'Subject: record 3']);
+      expect(decoded).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2, bytes: length2 }] });
+    }
+  });
+
+  it('reports a complete last record that fails its checksum as damage, not as a tear', () => {
+    const damaged = Buffer.from(segment);
+    damaged[segment.length - 3] = (damaged[segment.length - 3] as number) ^ 0x01;
+    expect(decodeRecords(damaged)).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2 + length2 }] });
   });
 });

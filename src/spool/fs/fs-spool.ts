@@ -24,6 +24,7 @@ import { decodeRecords, IntakeJournal, type Segment } from './journal.js';
 import { isQueueId } from '../queue-id.js';
 import type { ClaimLimits, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool } from '../spool.js';
 import { LocalLeases } from '../local-leases.js';
+import { lockSpoolDir, type SpoolLock } from '../lock/spool-lock.js';
 
 type Area = 'journal' | 'tmp' | 'queue' | 'failed' | 'corrupt';
 
@@ -51,8 +52,25 @@ export interface FsSpoolOptions {
   journalBacklogBytes?: number;
   /** Reports background problems (filing retried, a journal segment not deleted); the spool keeps going. */
   onError?: (event: string, err: Error) => void;
+  /** Reports what recovery found that a person should know (a lock left by a relay that did not stop cleanly). */
+  onNotice?: (event: string, fields: Record<string, unknown>) => void;
+  /**
+   * Takes the spool.dir lock in recover() (on unless false), released by close(). Off only where a
+   * test stands in for a crashed process, whose lock the kernel would have released.
+   */
+  lock?: boolean;
   now?: () => number;
 }
+
+/** Every name the spool writes, per area (ID: a queue id, queue-id.ts); recovery moves any other to corrupt/. */
+const ID = '([0-9A-Z]{19})';
+const KNOWN_NAMES = {
+  queue: new RegExp(`^${ID}\\.(eml|json|done)$`),
+  failed: new RegExp(`^${ID}\\.(eml|json)$`),
+  journal: new RegExp(`^${ID}\\.log$`),
+  // A message being received; a record being written (ID.json.PID.N); the readiness probe.
+  tmp: new RegExp(`^(?:${ID}\\.eml|${ID}\\.json\\.\\d+\\.\\d+|\\.probe\\.\\d+\\.\\d+)$`),
+} as const;
 
 const DEFAULT_JOURNAL_MESSAGE_BYTES = 256 * 1024;
 // Filing reads messages back from the journal, so the backlog costs disk, not memory. A burst of
@@ -95,6 +113,9 @@ export class FsSpool implements Spool {
   private readonly filer: JournalFiler | null;
   /** Claims for delivery: one process owns a file spool, so they live in memory. */
   private readonly leases: LocalLeases;
+  private readonly takeLock: boolean;
+  private readonly onNotice: (event: string, fields: Record<string, unknown>) => void;
+  private lock: SpoolLock | null = null;
 
   constructor(
     readonly root: string,
@@ -107,6 +128,8 @@ export class FsSpool implements Spool {
     this.journalBacklogBytes = options.journalBacklogBytes ?? DEFAULT_JOURNAL_BACKLOG_BYTES;
     this.onError = options.onError ?? (() => undefined);
     this.leases = new LocalLeases(this, options.now ?? Date.now);
+    this.onNotice = options.onNotice ?? (() => undefined);
+    this.takeLock = options.lock ?? true;
     this.journal =
       options.journal === false
         ? null
@@ -199,11 +222,21 @@ export class FsSpool implements Spool {
   }
 
   async recover(): Promise<RecoveryReport> {
+    // Before anything in spool.dir is read or changed: a second relay must not run recovery
+    // against a live spool (it deleted the first one's tmp/ files and retired its journal).
+    if (this.takeLock) {
+      this.lock = await lockSpoolDir(this.root);
+      if (this.lock.previousPid !== null) this.onNotice('spool.lock_taken_over', { previousPid: this.lock.previousPid, dir: this.root });
+    }
     for (const area of ['journal', 'tmp', 'queue', 'failed', 'corrupt'] as const) {
       await this.fs.mkdir(this.dir(area), { recursive: true, mode: 0o700 });
     }
     const report: RecoveryReport = { queued: [], discardedPartial: 0, quarantined: [], completedMoves: 0, replayed: 0 };
 
+    // Only files of a name this spool writes are read, deleted or filed; anything else (an
+    // operator's ID.json.bak, an editor's swap file) goes to corrupt/, where a person looks: it
+    // stopped the start (ENOENT) or was deleted as a partial message (issue 11, item 10).
+    for (const area of ['tmp', 'journal', 'failed'] as const) await this.quarantineUnknown(area, report);
     for (const name of await this.fs.readdir(this.dir('tmp'))) {
       await this.unlinkQuietly(path.join(this.dir('tmp'), name));
       report.discardedPartial += 1;
@@ -214,7 +247,12 @@ export class FsSpool implements Spool {
     const failedIds = new Set((await this.fs.readdir(this.dir('failed'))).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
     const names = new Set(await this.fs.readdir(this.dir('queue')));
     for (const name of [...names].sort()) {
-      const [id, ext] = name.split('.') as [string, string | undefined];
+      const known = KNOWN_NAMES.queue.exec(name);
+      if (!known) {
+        await this.quarantine('queue', name, 'not a name the spool writes (ID.eml, ID.json, ID.done)', report);
+        continue;
+      }
+      const [, id, ext] = known as unknown as [string, string, string];
       if (ext === 'eml') {
         // A message without its record was never acknowledged (or was already delivered): drop it.
         if (!names.has(`${id}.json`)) {
@@ -229,10 +267,6 @@ export class FsSpool implements Spool {
         if (!markersStillNeeded.has(id)) await this.unlinkQuietly(path.join(this.dir('queue'), name));
         continue;
       }
-      if (ext !== 'json' || !isQueueId(id)) {
-        await this.quarantine(name, 'unexpected file in queue/', report);
-        continue;
-      }
       const entry = parseEntry(await this.fs.readFile(this.file('queue', id, 'json'), 'utf8'));
       if (failedIds.has(id) && !(entry instanceof Error) && entry.requeuedAt !== undefined) {
         // A "queue retry" was interrupted after the queue record was written: finish it.
@@ -245,12 +279,12 @@ export class FsSpool implements Spool {
         continue;
       }
       if (entry instanceof Error) {
-        await this.quarantine(name, entry.message, report);
-        if (names.has(`${id}.eml`)) await this.quarantine(`${id}.eml`, entry.message, null);
+        await this.quarantine('queue', name, entry.message, report);
+        if (names.has(`${id}.eml`)) await this.quarantine('queue', `${id}.eml`, entry.message, null);
         continue;
       }
       if (!names.has(`${id}.eml`)) {
-        await this.quarantine(name, 'record without its message file', report);
+        await this.quarantine('queue', name, 'record without its message file', report);
         continue;
       }
       report.queued.push(entry);
@@ -280,17 +314,22 @@ export class FsSpool implements Spool {
     let deleted = false;
     for (const name of names) {
       const file = path.join(this.dir('journal'), name);
-      const { records, tornBytes } = decodeRecords(await this.fs.readFile(file));
+      const { records, tornBytes, corrupt } = decodeRecords(await this.fs.readFile(file));
       // A torn tail is a flush that never completed: nothing in it was acknowledged.
       if (tornBytes > 0) report.discardedPartial += 1;
       const segment: AdoptedSegment = { file, unfiled: [], known: [], delivered: [] };
       const unfiledBodies: Buffer[] = [];
-      let unreadable = false;
+      // Damage is not a tear: what verifies is filed below, the segment goes to corrupt/.
+      let unreadable = corrupt.length > 0;
+      if (unreadable) {
+        const ranges = corrupt.map((c) => `${c.bytes} bytes at ${c.offset}`).join(', ');
+        report.quarantined.push({ id: name, area: 'journal', reason: `journal segment damaged (${ranges} failed the checksum; acknowledged messages there are lost): the ${records.length} records that verify are filed, the segment is kept in corrupt/` });
+      }
       for (const record of records) {
         const entry = parseEntry(record.meta.toString('utf8'));
         if (entry instanceof Error) {
           unreadable = true;
-          report.quarantined.push({ id: name, reason: `journal record: ${entry.message}` });
+          report.quarantined.push({ id: name, area: 'journal', reason: `journal record: ${entry.message}` });
           continue;
         }
         const json = `${entry.id}.json`;
@@ -330,9 +369,19 @@ export class FsSpool implements Spool {
     return recovered.unfiled.map((u) => ({ ...u.entry }));
   }
 
-  private async quarantine(name: string, reason: string, report: RecoveryReport | null): Promise<void> {
-    await this.fs.rename(path.join(this.dir('queue'), name), path.join(this.dir('corrupt'), name));
-    report?.quarantined.push({ id: name.split('.')[0] ?? name, reason });
+  /** Moves a file to corrupt/ (under a new name if corrupt/ already has one: nothing there is overwritten). */
+  private async quarantine(area: 'tmp' | 'journal' | 'queue' | 'failed', name: string, reason: string, report: RecoveryReport | null): Promise<void> {
+    const taken = new Set(await this.fs.readdir(this.dir('corrupt')));
+    let target = name;
+    for (let n = 1; taken.has(target); n++) target = `${name}.${n}`;
+    await this.fs.rename(path.join(this.dir(area), name), path.join(this.dir('corrupt'), target));
+    report?.quarantined.push({ id: KNOWN_NAMES.queue.exec(name)?.[1] ?? `${area}/${name}`, area, reason: target === name ? reason : `${reason} (kept as corrupt/${target})` });
+  }
+
+  private async quarantineUnknown(area: 'tmp' | 'journal' | 'failed', report: RecoveryReport): Promise<void> {
+    for (const name of (await this.fs.readdir(this.dir(area))).sort()) {
+      if (!KNOWN_NAMES[area].test(name)) await this.quarantine(area, name, `not a name the spool writes in ${area}/`, report);
+    }
   }
 
   async beginMessage(id: string): Promise<MessageWriter> {
@@ -398,8 +447,13 @@ export class FsSpool implements Spool {
 
   /** Lets background filing finish (up to the deadline), then closes the journal. */
   async close(deadlineMs = 5000): Promise<void> {
-    await this.filer?.stop(deadlineMs);
-    await this.journal?.close();
+    try {
+      await this.filer?.stop(deadlineMs);
+      await this.journal?.close();
+    } finally {
+      this.lock?.release();
+      this.lock = null;
+    }
   }
 
   async readMessage(id: string): Promise<Buffer> {

@@ -50,23 +50,74 @@ export interface JournalRecord {
   bodyOffset: number;
 }
 
-/** Reads a segment's records up to the first one that is incomplete or fails its checksum. */
-export function decodeRecords(data: Buffer): { records: JournalRecord[]; tornBytes: number } {
-  const records: JournalRecord[] = [];
+type Attempt = { ok: true; record: JournalRecord; end: number } | { ok: false; incomplete: boolean };
+
+/** The record at `offset`, or why there is none: incomplete (it runs past the end) or bad. */
+function recordAt(data: Buffer, offset: number): Attempt {
+  if (offset + HEADER_BYTES > data.length) return { ok: false, incomplete: true };
+  if (data.readUInt32LE(offset) !== MAGIC) return { ok: false, incomplete: false };
+  const metaLength = data.readUInt32LE(offset + 4);
+  const bodyLength = data.readUInt32LE(offset + 8);
+  const end = offset + HEADER_BYTES + metaLength + bodyLength;
+  if (end > data.length) return { ok: false, incomplete: true };
+  const meta = data.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + metaLength);
+  const body = data.subarray(offset + HEADER_BYTES + metaLength, end);
+  if (checksum(data.subarray(offset, offset + 12), meta, body) !== data.readUInt32LE(offset + 12)) return { ok: false, incomplete: false };
+  return { ok: true, record: { meta, body, bodyOffset: offset + HEADER_BYTES + metaLength }, end };
+}
+
+/** Where the next record that verifies starts, after a bad one at `from`; -1 if none does. */
+function nextRecord(data: Buffer, from: number): number {
+  // The bad record's own length first (a flipped byte in its meta or body leaves its header
+  // right), so a message body that happens to contain record bytes is not searched.
+  const declared = from + HEADER_BYTES <= data.length && data.readUInt32LE(from) === MAGIC ? from + HEADER_BYTES + data.readUInt32LE(from + 4) + data.readUInt32LE(from + 8) : -1;
+  if (declared > from && declared < data.length && recordAt(data, declared).ok) return declared;
+  const magic = Buffer.allocUnsafe(4);
+  magic.writeUInt32LE(MAGIC, 0);
+  for (let at = data.indexOf(magic, from + 1); at !== -1; at = data.indexOf(magic, at + 1)) if (recordAt(data, at).ok) return at;
+  return -1;
+}
+
+export interface DecodedSegment {
+  records: JournalRecord[];
+  /** Bytes of an incomplete last record: a flush that never completed, so nothing in it was acknowledged. */
+  tornBytes: number;
+  /** Damaged ranges (a record that fails its checksum, or a complete one at the end): acknowledged data lost. */
+  corrupt: Array<{ offset: number; bytes: number }>;
+}
+
+/**
+ * Reads a segment's records. Only an incomplete LAST record is a torn tail (a crash during its
+ * flush: nothing after a failed write is appended, the segment is sealed). A record that fails
+ * its checksum with more after it is damage, not a tear: the records after it that verify are
+ * kept (they were acknowledged), and the damage is reported (issue 11, item 9: one flipped byte
+ * in record 2 of 3 dropped records 2 and 3, both acknowledged, as "discardedPartial").
+ */
+export function decodeRecords(data: Buffer): DecodedSegment {
+  const decoded: DecodedSegment = { records: [], tornBytes: 0, corrupt: [] };
   let offset = 0;
-  while (offset + HEADER_BYTES <= data.length) {
-    if (data.readUInt32LE(offset) !== MAGIC) break;
-    const metaLength = data.readUInt32LE(offset + 4);
-    const bodyLength = data.readUInt32LE(offset + 8);
-    const end = offset + HEADER_BYTES + metaLength + bodyLength;
-    if (end > data.length) break;
-    const meta = data.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + metaLength);
-    const body = data.subarray(offset + HEADER_BYTES + metaLength, end);
-    if (checksum(data.subarray(offset, offset + 12), meta, body) !== data.readUInt32LE(offset + 12)) break;
-    records.push({ meta, body, bodyOffset: offset + HEADER_BYTES + metaLength });
-    offset = end;
+  while (offset < data.length) {
+    const attempt = recordAt(data, offset);
+    if (attempt.ok) {
+      decoded.records.push(attempt.record);
+      offset = attempt.end;
+      continue;
+    }
+    const next = nextRecord(data, offset);
+    if (next === -1) {
+      // Nothing verifies after it: the tail. Incomplete, or zeros (an extension whose data never
+      // reached the disk), it was never acknowledged. Complete yet wrong, it is reported as damage:
+      // it may be a tear on a file system that grows the file before its data lands, but it may be
+      // an acknowledged message, and that is for a person to decide, not for recovery to drop.
+      const tail = data.subarray(offset);
+      if (attempt.incomplete || tail.every((b) => b === 0)) decoded.tornBytes = tail.length;
+      else decoded.corrupt.push({ offset, bytes: tail.length });
+      break;
+    }
+    decoded.corrupt.push({ offset, bytes: next - offset });
+    offset = next;
   }
-  return { records, tornBytes: data.length - offset };
+  return decoded;
 }
 
 /** One journal file. Messages count as `acked` once flushed and `settled` once filed into queue/. */
