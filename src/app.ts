@@ -8,7 +8,6 @@ import type { SpoolEntry } from './spool/entry.js';
 import { graphProfileKey } from './smtp/routing.js';
 import { resolveGraphHosts, type RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
-import { Scheduler } from './delivery/scheduler.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
 import type { GraphOutcome } from './graph/graph-call.js';
 import { HttpGraphMailer, type GraphMailer } from './graph/mailer.js';
@@ -16,8 +15,9 @@ import { createMsalTokenProvider, type MsalSettings } from './graph/msal-token-p
 import type { TokenProvider } from './graph/token-provider.js';
 import type { Logger } from './log.js';
 import { startSmtp, type RunningSmtp } from './smtp/server.js';
-import { FsSpool } from './spool/fs/fs-spool.js';
-import { realSpoolFs } from './spool/fs/spool-fs.js';
+import { openSpool } from './spool/open-spool.js';
+import { PgSpool } from './spool/postgres/pg-spool.js';
+import { createDispatcher, type Dispatcher } from './delivery/dispatcher.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
 import { parseHostPort } from './config/units.js';
@@ -40,7 +40,7 @@ export interface RelayOptions {
 
 export interface RunningRelay {
   smtp: RunningSmtp;
-  scheduler: Scheduler;
+  scheduler: Dispatcher;
   spool: Spool;
   tokens: ObservedTokenProvider;
   metrics: RelayMetrics;
@@ -146,14 +146,7 @@ const RESTART_ONLY = [/^smtp\.listen/, /^smtp\.tls\.implicitListen/, /^spool\./,
 export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   const { config, logger } = options;
   const clock = options.clock ?? systemClock;
-  const spool =
-    options.spool ??
-    new FsSpool(config.spool.dir, realSpoolFs, {
-      journal: config.spool.journal,
-      now: () => clock.now(),
-      onError: (event, err) => logger.error({ event, err: err.message }, 'spool background work failed; the message stays in the journal and is retried'),
-      onNotice: (event, fields) => logger.warn({ event, ...fields }, 'the previous relay on this spool did not stop cleanly; its lock was taken over'),
-    });
+  const spool = options.spool ?? (await openSpool(config, logger, () => clock.now()));
   const recovery = await spool.recover();
   logger.info(
     {
@@ -192,7 +185,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   // The configuration in force (replaced by reload); read where a later reload must be seen.
   let current = config;
   // Declared before the scheduler exists: metrics read it lazily at scrape time.
-  let scheduler: Scheduler;
+  let scheduler: Dispatcher;
   const metrics = new RelayMetrics(() => {
     const snap = scheduler.snapshot();
     return {
@@ -208,9 +201,10 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let routeProfiles = await buildRouteProfiles(config);
   // The default client is read at each call, so a reload's new credentials apply to the next send.
   const mailer = instrument(metrics, () => graph.mailer);
-  scheduler = new Scheduler(
+  scheduler = createDispatcher(
     schedulerOptions(config),
     {
+      ...(spool instanceof PgSpool ? { clusterStats: () => spool.clusterStats() } : {}),
       spool,
       clock,
       logger,
@@ -231,6 +225,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         }
       },
     },
+    config.spool.backend === 'postgres' ? { leaseMs: config.spool.postgres.leaseTimeout } : null,
   );
   for (const entry of recovery.queued) scheduler.enqueue(entry);
   scheduler.start();

@@ -28,6 +28,11 @@ Usage:
   smtp-graph-relay queue list [--failed|--deferred|--held] | show ID | retry ID|--all | hold ID |
                          release ID | delete ID | purge --failed --older-than 7d   [--json]
       Inspect and manage the queue (through the running relay, or the spool when it is stopped).
+  smtp-graph-relay db migrate --config FILE
+      Apply the shared queue's schema migrations (spool.backend: postgres); the relay also does at start.
+  smtp-graph-relay spool import --from DIR --config FILE
+      Move a stopped single-node relay's file spool (waiting and failed messages) into the shared
+      queue; safe to run again.
   smtp-graph-relay hash-password < password.txt
       Print a scrypt hash for smtp.auth.users[].passwordHash (the password is read from stdin).
   smtp-graph-relay login --config FILE
@@ -139,6 +144,15 @@ async function main(argv: string[]): Promise<number> {
       }
       const { runLogin } = await import('./ops/login.js');
       return await runLogin(await loadConfigFile(configFile), process.stdout);
+    }
+    if ((command === 'db' && positionals[1] === 'migrate') || (command === 'spool' && positionals[1] === 'import')) {
+      if (!configFile) {
+        process.stderr.write(`${command} ${positionals[1]} needs --config FILE (or RELAY_CONFIG)\n`);
+        return EXIT.usage;
+      }
+      const config = await loadConfigFile(configFile);
+      const { runDbMigrate, runSpoolImport } = await import('./ops/db-commands.js');
+      return command === 'db' ? await runDbMigrate(config, process.stdout, process.stderr) : await runSpoolImport(config, values.from, process.stdout, process.stderr);
     }
     if (command !== 'serve' && command !== 'demo') {
       process.stderr.write(`unknown command "${command}"\n\n${HELP}`);

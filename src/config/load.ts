@@ -117,7 +117,8 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
 /** A copy of the config with every secret value replaced, for --print-config and diagnostics. */
 export function redactConfig(value: unknown, key = ''): unknown {
   if (SECRET_KEYS.has(key) && typeof value === 'string') return '[redacted]';
-  if (key === 'proxy' && typeof value === 'string') return redactUrlCredentials(value);
+  // proxy and spool.postgres.url may carry a password in the URL.
+  if ((key === 'proxy' || key === 'url') && typeof value === 'string') return redactUrlCredentials(value);
   if (Array.isArray(value)) return value.map((item) => redactConfig(item));
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k)]));

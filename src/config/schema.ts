@@ -237,7 +237,18 @@ export const configSchema = z.strictObject({
       // Group commit: small messages share one fsync before their 250 (spool/fs/journal.ts); false gives
       // every message its own fsyncs (slower under bursts, same guarantee).
       journal: z.boolean().prefault(true),
+      // filesystem: one node, spool.dir. postgres: several relays share one queue (README "Running several relays").
+      backend: z.enum(['filesystem', 'postgres']).prefault('filesystem'),
+      postgres: z
+        .strictObject({
+          // libpq-style URL; put the password in ${PGPASSWORD} rather than in the file.
+          url: z.string().min(1).optional(),
+          // A node that stops renewing loses its claims after this; renewals come every third of it.
+          leaseTimeout: duration.prefault('30s'),
+        })
+        .prefault({}),
     })
+    .refine((s) => s.backend !== 'postgres' || s.postgres.url !== undefined, { message: 'spool.backend is postgres but spool.postgres.url is not set', path: ['postgres', 'url'] })
     .prefault({}),
   delivery: z
     .strictObject({

@@ -71,7 +71,7 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
   const send = (accessToken: string) =>
     mime
       ? deps.mailer.sendMime(entry.mailbox, mime, accessToken)
-      : deps.mailer.sendLarge(entry.mailbox, deps.spool.messagePath(entry.id), entry.size, accessToken, { mayProceed: () => postponed(entry, deps) === null });
+      : deps.spool.withMessageFile(entry.id, 'queue', (file) => deps.mailer.sendLarge(entry.mailbox, file, entry.size, accessToken, { mayProceed: () => postponed(entry, deps) === null }));
   const waitFirst = postponed(entry, deps);
   if (waitFirst) return waitFirst;
   let outcome = await send(token);

@@ -27,7 +27,7 @@ export async function queueBounce(deps: BounceDeps, failedId: string, expired: b
   try {
     const failed = await spool.get(failedId, 'failed');
     if (!settings.enabled || !failed || failed.envelope.mailFrom === '') return;
-    const { header } = await readHeaderBlockFromFile(spool.messagePath(failedId, 'failed'));
+    const { header } = await spool.withMessageFile(failedId, 'failed', (file) => readHeaderBlockFromFile(file));
     if (isDeliveryReport(header)) return;
     const now = clock.now();
     const id = newQueueId(now);

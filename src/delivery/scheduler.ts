@@ -10,9 +10,10 @@ import type { Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
 import { MinHeap } from '../util/min-heap.js';
 import type { AttemptResult } from './attempt.js';
-import { nextAttemptAt, type BackoffPolicy } from './backoff.js';
+import type { BackoffPolicy } from './backoff.js';
+import { planSettlement, type SettledOutcome } from './settlement.js';
 
-export type SettledOutcome = 'delivered' | 'deferred' | 'failed' | 'expired' | 'postponed';
+export type { SettledOutcome } from './settlement.js';
 
 export interface SchedulerOptions {
   maxInFlightPerMailbox: number;
@@ -289,75 +290,25 @@ export class Scheduler {
   }
 
   private async settle(state: MailboxState, entry: SpoolEntry, result: AttemptResult): Promise<void> {
-    const now = this.deps.clock.now();
-    const { logger } = this.deps;
-    const decision = result.decision;
-    const attempts = entry.attempts + 1;
-    const graph = { status: result.status, code: result.code, requestId: result.requestId };
-
-    if (decision.action === 'postpone') {
+    const plan = planSettlement(entry, result, this.deps.clock.now(), this.options, this.deps.random);
+    // Recorded before the first await (see dispatch): no request leaves once we know to wait.
+    if (plan.pauseMailboxUntil !== null) state.pausedUntil = Math.max(state.pausedUntil, plan.pauseMailboxUntil);
+    const { settlement } = plan;
+    if (settlement.kind === 'postponed') {
       // Not an attempt: nothing was sent, so nothing is recorded on disk.
-      this.requeue({ ...entry, nextAttemptAt: decision.untilMs });
-      logger.debug({ event: 'delivery.postponed', queueId: entry.id, mailbox: entry.mailbox, untilMs: decision.untilMs }, 'mailbox paused by Retry-After');
-      this.deps.onSettled?.(entry, result, 'postponed');
-      return;
-    }
-    let outcome: SettledOutcome;
-    if (decision.action === 'delivered') {
+      this.requeue({ ...entry, nextAttemptAt: settlement.untilMs });
+    } else if (settlement.kind === 'delivered') {
       await this.deps.spool.remove(entry.id);
       this.owned.delete(entry.id);
-      logger.info(
-        {
-          event: 'delivery.delivered',
-          queueId: entry.id,
-          messageId: entry.messageId,
-          mailbox: entry.mailbox,
-          recipients: entry.envelope.rcptTo.length,
-          size: entry.size,
-          attempts,
-          requestId: result.requestId,
-          queueTimeMs: now - entry.receivedAt,
-        },
-        'delivered',
-      );
-      outcome = 'delivered';
-    } else if (decision.action === 'fail' || (decision.action === 'retry' && now - (entry.requeuedAt ?? entry.receivedAt) >= this.options.maxQueueLifetimeMs)) {
-      const reason = decision.action === 'fail' ? decision.reason : `queue lifetime of ${Math.round(this.options.maxQueueLifetimeMs / 3_600_000)}h exceeded; last error: ${decision.reason}`;
-      const failed: SpoolEntry = {
-        ...entry,
-        attempts,
-        failedAt: now,
-        failReason: reason,
-        lastError: { at: now, kind: 'permanent', message: reason, ...stripUndefined(graph) },
-      };
-      await this.deps.spool.moveToFailed(failed);
+    } else if (settlement.kind === 'failed') {
+      await this.deps.spool.moveToFailed(settlement.entry);
       this.owned.delete(entry.id);
-      logger.error({ event: 'delivery.failed', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, ...graph }, 'delivery failed permanently');
-      outcome = decision.action === 'fail' ? 'failed' : 'expired';
     } else {
-      const kind = decision.action === 'retry' ? decision.kind : 'transient';
-      const reason = decision.action === 'retry' ? decision.reason : 'token refresh requested';
-      const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
-      const next = nextAttemptAt(now, attempts, retryAfterMs, this.options.backoff, this.deps.random);
-      if (decision.action === 'retry' && decision.pauseMailbox) state.pausedUntil = Math.max(state.pausedUntil, next);
-      const deferred: SpoolEntry = {
-        ...entry,
-        attempts,
-        nextAttemptAt: next,
-        lastError: { at: now, kind, message: reason, ...stripUndefined(graph) },
-      };
-      await this.deps.spool.update(deferred);
-      this.owned.set(entry.id, deferred);
-      this.requeue(deferred);
-      const fields = { event: 'delivery.deferred', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, retryInMs: next - now, ...graph };
-      if (kind === 'operator') logger.error({ ...fields, operatorActionRequired: true }, 'delivery deferred: needs an administrator');
-      else logger.warn(fields, 'delivery deferred');
-      outcome = 'deferred';
+      await this.deps.spool.update(settlement.entry);
+      this.owned.set(entry.id, settlement.entry);
+      this.requeue(settlement.entry);
     }
-    this.deps.onSettled?.(entry, result, outcome);
+    this.deps.logger[plan.log.level](plan.log.fields, plan.log.message);
+    this.deps.onSettled?.(entry, result, plan.outcome);
   }
-}
-
-function stripUndefined<T extends Record<string, unknown>>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

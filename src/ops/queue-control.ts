@@ -3,9 +3,9 @@
  * delete, purge. With a running relay they go through its scheduler (via the admin API) so memory
  * and disk agree; with the relay stopped they edit the spool directly, which is then safe.
  */
-import type { Scheduler } from '../delivery/scheduler.js';
+import type { Dispatcher } from '../delivery/dispatcher.js';
 import type { SpoolEntry } from '../spool/entry.js';
-import type { Spool } from '../spool/spool.js';
+import { SpoolBusyError, type Spool } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
 import { parseDurationMs } from '../config/units.js';
 
@@ -37,7 +37,7 @@ export function stateOf(entry: SpoolEntry, where: 'queue' | 'failed', inFlight: 
 export class QueueControl {
   constructor(
     private readonly spool: Spool,
-    private readonly scheduler: Scheduler | null,
+    private readonly scheduler: Dispatcher | null,
     private readonly clock: Clock,
   ) {}
 
@@ -180,6 +180,8 @@ export async function runQueueRequest(control: QueueControl, method: string, url
     return { status: 404, body: { error: 'not found' } };
   } catch (err) {
     if (err instanceof QueueCommandError) return { status: err.status, body: { error: err.message } };
+    // Another relay of the cluster holds the message's lease: its outcome comes first.
+    if (err instanceof SpoolBusyError) return { status: 409, body: { error: err.message } };
     throw err;
   }
 }

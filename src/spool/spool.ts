@@ -1,6 +1,7 @@
 /**
  * The Spool boundary: what intake, scheduler and queue commands need from durable storage.
- * FsSpool (fs/) is the file-system implementation; the conformance suite in test/unit runs against it.
+ * FsSpool (fs/) is the file-system implementation for one node, PgSpool (postgres/) the shared
+ * one for a cluster; test/conformance runs one suite against both, so neither can drift.
  */
 import type { Readable } from 'node:stream';
 import type { SpoolEntry } from './entry.js';
@@ -34,8 +35,12 @@ export interface Spool {
   beginMessage(id: string): Promise<MessageWriter>;
   readMessage(id: string): Promise<Buffer>;
   openMessage(id: string): Readable;
-  /** The message file's path, for readers that need byte ranges (the large-message path). */
-  messagePath(id: string, where?: 'queue' | 'failed'): string;
+  /**
+   * Runs `use` with a local file holding the message, for readers that need byte ranges (the
+   * large-message path, bounce headers). The file-system spool passes its own file; a database
+   * spool streams the chunks into a temporary file (bounded memory) and removes it afterwards.
+   */
+  withMessageFile<T>(id: string, where: 'queue' | 'failed', use: (file: string) => Promise<T>): Promise<T>;
   get(id: string, where?: 'queue' | 'failed'): Promise<SpoolEntry | null>;
   list(where: 'queue' | 'failed'): Promise<SpoolEntry[]>;
   /** How many records an area holds (cheap: no record is read). */
@@ -52,4 +57,48 @@ export interface Spool {
   close(deadlineMs?: number): Promise<void>;
   /** Proves the spool is writable right now (readiness): create, fsync and remove a probe file. */
   probeWritable(): Promise<void>;
+  /**
+   * Leases up to `max` due messages (not held, not leased by anyone) for delivery by `node`,
+   * within the per-mailbox limits: in-flight leases, the mailbox's pause, sends of the last
+   * minute and day. A lease not renewed within `leaseMs` lapses and the message is due again.
+   */
+  claim(node: string, max: number, limits: ClaimLimits, now?: number): Promise<Lease[]>;
+  /** Extends a lease; false when it was lost (lapsed and taken over, or the message was removed). */
+  renew(lease: Lease, leaseMs: number): Promise<boolean>;
+  /** Records an attempt's outcome under its lease; false (nothing written) when the lease was lost. */
+  settle(lease: Lease, outcome: Settlement): Promise<boolean>;
+  /** No request to this mailbox before `untilMs` (a Retry-After), for every node sharing the spool. */
+  pauseMailbox(mailbox: string, untilMs: number): Promise<void>;
+  /**
+   * Wake-ups from other nodes sharing the spool (new mail, a freed slot, a Retry-After pause);
+   * absent where nothing else writes to the spool.
+   */
+  subscribe?(handler: (event: SpoolEvent) => void): () => void;
 }
+
+export type SpoolEvent = { kind: 'wake'; mailbox: string | null } | { kind: 'pause'; mailbox: string; untilMs: number };
+
+/** A change refused because the message is being delivered right now (queue commands answer 409). */
+export class SpoolBusyError extends Error {}
+
+export interface ClaimLimits {
+  maxInFlightPerMailbox: number;
+  /** 0 = no limit. */
+  messagesPerMinute: number;
+  recipientsPerDay: number;
+  leaseMs: number;
+}
+
+export interface Lease {
+  entry: SpoolEntry;
+  /** Fencing token: renewals and the outcome count only while it is still the message's lease. */
+  token: string;
+}
+
+export type Settlement =
+  | { kind: 'delivered' }
+  /** Retried later: the entry carries the new attempts, nextAttemptAt and lastError. */
+  | { kind: 'deferred'; entry: SpoolEntry }
+  | { kind: 'failed'; entry: SpoolEntry }
+  /** Nothing was sent (a Retry-After came first): not an attempt, the send reservation is returned. */
+  | { kind: 'postponed'; untilMs: number };

@@ -66,7 +66,7 @@ export function relayConfigInput(emulator: RunningEmulator, spoolDir: string, ov
       endpoint: emulator.url,
       ...(overrides.graph as object),
     },
-    spool: { dir: spoolDir },
+    spool: { dir: spoolDir, ...(overrides.spool as object) },
     // Exchange's 30/minute pacing is off in tests unless a test turns it on.
     delivery: { retry: { minDelay: '100ms', maxDelay: '500ms' }, perMailbox: { messagesPerMinute: 0 }, ...(overrides.delivery as object) },
     admin: { listen: '127.0.0.1:0', ...(overrides.admin as object) },

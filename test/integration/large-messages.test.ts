@@ -15,39 +15,50 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningEmulator } from '../../src/emulator/server.js';
 import { CLIENT_ID, CLIENT_SECRET, MAILBOX, relayConfigInput, startHarness, startTestEmulator, TENANT, waitForDelivery } from '../helpers/harness.js';
 import { spawnRelay, writeConfig, type RelayProcess } from '../helpers/relay-process.js';
+import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 
 let emulator: RunningEmulator;
-let relay: RelayProcess;
+let cluster: PgCluster;
 let dir: string;
+// The same relay on each spool backend: the file spool and the shared PostgreSQL queue (whose
+// chunks stream through a temporary file for the upload sessions).
+const relays: Record<string, RelayProcess> = {};
 beforeAll(async () => {
-  emulator = await startTestEmulator();
+  [emulator, cluster] = await Promise.all([startTestEmulator(), startPgCluster()]);
   dir = await mkdtemp(path.join(os.tmpdir(), 'sgr-large-'));
   const caFile = path.join(dir, 'ca.pem');
   await writeFile(caFile, emulator.caPem);
-  const configFile = path.join(dir, 'relay.yaml');
-  await writeConfig(configFile, { ...relayConfigInput(emulator, path.join(dir, 'spool'), { graph: { caFile }, smtp: { maxMessageSize: '100MB' } }), log: { level: 'info' } });
-  relay = await spawnRelay(['serve', '--config', configFile]);
-}, 60_000);
+  const backends = { filesystem: {}, postgres: { backend: 'postgres', postgres: { url: await cluster.createDatabase() } } };
+  for (const [name, spool] of Object.entries(backends)) {
+    const configFile = path.join(dir, `relay-${name}.yaml`);
+    await writeConfig(configFile, { ...relayConfigInput(emulator, path.join(dir, `spool-${name}`), { graph: { caFile }, smtp: { maxMessageSize: '100MB' }, spool }), log: { level: 'info' } });
+    relays[name] = await spawnRelay(['serve', '--config', configFile]);
+  }
+}, 120_000);
 afterAll(async () => {
-  relay.child.kill('SIGTERM');
-  await relay.exited;
-  await emulator.close();
+  for (const relay of Object.values(relays)) {
+    relay.child.kill('SIGTERM');
+    await relay.exited;
+  }
+  await emulator?.close();
+  await cluster?.stop();
   await rm(dir, { recursive: true, force: true });
 });
 
-const peakRssMb = () => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${relay.child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+const peakRssMb = (relay: RelayProcess) => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${relay.child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
-describe('large messages', () => {
+describe.each(['filesystem', 'postgres'])('large messages (%s spool)', (backend) => {
   it.each([
     ['3.5 MB', 3.5],
     ['12 MB', 12],
     ['60 MB', 60],
   ])('delivers a %s attachment byte-for-byte through a draft and an upload session', async (label, megabytes) => {
+    const relay = relays[backend] as RelayProcess;
     const size = Math.round(megabytes * 1024 * 1024);
-    const file = path.join(dir, `scan-${megabytes}.pdf`);
+    const file = path.join(dir, `scan-${backend}-${megabytes}.pdf`);
     await writeFile(file, randomBytes(size));
     const logo = randomBytes(40_000);
-    const testId = `large-${megabytes}`;
+    const testId = `large-${backend}-${megabytes}`;
     await nodemailer.createTransport({ host: '127.0.0.1', port: relay.port, secure: false, ignoreTLS: true }).sendMail({
       from: 'scanner@contoso.example',
       to: 'finance@contoso.example',
@@ -79,8 +90,8 @@ describe('large messages', () => {
     expect(inline?.content.equals(logo)).toBe(true);
     expect(emulator.mail.uploadAuthorizationHeaders).toBe(0);
     if (megabytes === 60) {
-      const peak = peakRssMb();
-      console.info(`large messages: relay peak RSS ${peak.toFixed(1)} MB after a 60 MB attachment`);
+      const peak = peakRssMb(relay);
+      console.info(`large messages (${backend} spool): relay peak RSS ${peak.toFixed(1)} MB after a 60 MB attachment`);
       expect(peak).toBeLessThan(200);
     }
   }, 180_000);

@@ -40,7 +40,7 @@ function fakes(outcomes: GraphOutcome[], tokenError?: TokenError) {
       return outcomes.shift() ?? { kind: 'http', status: 202, retryAfterMs: null };
     },
   };
-  const spool = { readMessage: async () => Buffer.from('Subject: x\r\n\r\nbody\r\n'), messagePath: (id: string) => `/spool/queue/${id}.eml` } as unknown as Spool;
+  const spool = { readMessage: async () => Buffer.from('Subject: x\r\n\r\nbody\r\n'), withMessageFile: (id: string, _where: string, use: (file: string) => Promise<unknown>) => use(`/spool/queue/${id}.eml`) } as unknown as Spool;
   return { tokens, mailer, spool, tokenCalls, sent };
 }
 

@@ -22,8 +22,9 @@ import { parseEntry, serializeEntry, type SpoolEntry } from '../entry.js';
 import { JournalFiler } from './filer.js';
 import { decodeRecords, IntakeJournal, type Segment } from './journal.js';
 import { isQueueId } from '../queue-id.js';
+import type { ClaimLimits, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool } from '../spool.js';
+import { LocalLeases } from '../local-leases.js';
 import { lockSpoolDir, type SpoolLock } from '../lock/spool-lock.js';
-import type { MessageWriter, NewMessage, RecoveryReport, Spool } from '../spool.js';
 
 type Area = 'journal' | 'tmp' | 'queue' | 'failed' | 'corrupt';
 
@@ -110,6 +111,8 @@ export class FsSpool implements Spool {
   private readonly onError: (event: string, err: Error) => void;
   /** Files journaled messages into queue/ in the background; null without the journal. */
   private readonly filer: JournalFiler | null;
+  /** Claims for delivery: one process owns a file spool, so they live in memory. */
+  private readonly leases: LocalLeases;
   private readonly takeLock: boolean;
   private readonly onNotice: (event: string, fields: Record<string, unknown>) => void;
   private lock: SpoolLock | null = null;
@@ -124,6 +127,7 @@ export class FsSpool implements Spool {
     this.journalMessageBytes = options.journalMessageBytes ?? DEFAULT_JOURNAL_MESSAGE_BYTES;
     this.journalBacklogBytes = options.journalBacklogBytes ?? DEFAULT_JOURNAL_BACKLOG_BYTES;
     this.onError = options.onError ?? (() => undefined);
+    this.leases = new LocalLeases(this, options.now ?? Date.now);
     this.onNotice = options.onNotice ?? (() => undefined);
     this.takeLock = options.lock ?? true;
     this.journal =
@@ -465,10 +469,10 @@ export class FsSpool implements Spool {
     return this.fs.readFile(this.file('queue', id, 'eml'));
   }
 
-  messagePath(id: string, where: 'queue' | 'failed' = 'queue'): string {
-    // Journaled messages are small (journalMessageBytes); byte-range readers only see large ones.
-    if (where === 'queue' && this.filer?.isUnfiled(id)) throw new Error(`message ${id} is not yet filed into queue/`);
-    return this.file(where, id, 'eml');
+  async withMessageFile<T>(id: string, where: 'queue' | 'failed', use: (file: string) => Promise<T>): Promise<T> {
+    // Byte-range readers need the filed copy: a message still in the journal is filed first.
+    if (where === 'queue') await this.filed(id);
+    return use(this.file(where, id, 'eml'));
   }
 
   openMessage(id: string): Readable {
@@ -600,5 +604,21 @@ export class FsSpool implements Spool {
     await this.filer?.segment(id)?.retired;
     await this.unlinkQuietly(this.file('failed', id, 'json'));
     await this.unlinkQuietly(this.file('failed', id, 'eml'));
+  }
+
+  claim(_node: string, max: number, limits: ClaimLimits, now?: number): Promise<Lease[]> {
+    return this.leases.claim(max, limits, now);
+  }
+
+  renew(lease: Lease, leaseMs: number): Promise<boolean> {
+    return this.leases.renew(lease, leaseMs);
+  }
+
+  settle(lease: Lease, outcome: Settlement): Promise<boolean> {
+    return this.leases.settle(lease, outcome);
+  }
+
+  async pauseMailbox(mailbox: string, untilMs: number): Promise<void> {
+    this.leases.pause(mailbox, untilMs);
   }
 }

@@ -1,0 +1,84 @@
+/**
+ * What an attempt's result means for the message: the one decision table behind both schedulers
+ * (the single-node Scheduler and the cluster's ClaimLoop). Pure, with the clock passed in: what the
+ * spool records, whether the mailbox pauses (Retry-After), and the one log event of the step.
+ */
+import type { SpoolEntry } from '../spool/entry.js';
+import type { Settlement } from '../spool/spool.js';
+import type { AttemptResult } from './attempt.js';
+import { nextAttemptAt, type BackoffPolicy } from './backoff.js';
+
+export type SettledOutcome = 'delivered' | 'deferred' | 'failed' | 'expired' | 'postponed';
+
+export interface SettlementPlan {
+  outcome: SettledOutcome;
+  settlement: Settlement;
+  /** No request to the mailbox before this time (Graph's Retry-After), or null. */
+  pauseMailboxUntil: number | null;
+  log: { level: 'debug' | 'info' | 'warn' | 'error'; fields: Record<string, unknown>; message: string };
+}
+
+export function planSettlement(
+  entry: SpoolEntry,
+  result: AttemptResult,
+  now: number,
+  options: { backoff: BackoffPolicy; maxQueueLifetimeMs: number },
+  random?: () => number,
+): SettlementPlan {
+  const decision = result.decision;
+  const attempts = entry.attempts + 1;
+  const graph = stripUndefined({ status: result.status, code: result.code, requestId: result.requestId });
+
+  if (decision.action === 'postpone') {
+    // Not an attempt: nothing was sent, so nothing about it is recorded.
+    return {
+      outcome: 'postponed',
+      settlement: { kind: 'postponed', untilMs: decision.untilMs },
+      pauseMailboxUntil: null,
+      log: { level: 'debug', fields: { event: 'delivery.postponed', queueId: entry.id, mailbox: entry.mailbox, untilMs: decision.untilMs }, message: 'mailbox paused by Retry-After' },
+    };
+  }
+  if (decision.action === 'delivered') {
+    const fields = {
+      event: 'delivery.delivered',
+      queueId: entry.id,
+      messageId: entry.messageId,
+      mailbox: entry.mailbox,
+      recipients: entry.envelope.rcptTo.length,
+      size: entry.size,
+      attempts,
+      requestId: result.requestId,
+      queueTimeMs: now - entry.receivedAt,
+    };
+    return { outcome: 'delivered', settlement: { kind: 'delivered' }, pauseMailboxUntil: null, log: { level: 'info', fields, message: 'delivered' } };
+  }
+  if (decision.action === 'fail' || (decision.action === 'retry' && now - (entry.requeuedAt ?? entry.receivedAt) >= options.maxQueueLifetimeMs)) {
+    const reason = decision.action === 'fail' ? decision.reason : `queue lifetime of ${Math.round(options.maxQueueLifetimeMs / 3_600_000)}h exceeded; last error: ${decision.reason}`;
+    const failed: SpoolEntry = { ...entry, attempts, failedAt: now, failReason: reason, lastError: { at: now, kind: 'permanent', message: reason, ...graph } };
+    return {
+      outcome: decision.action === 'fail' ? 'failed' : 'expired',
+      settlement: { kind: 'failed', entry: failed },
+      pauseMailboxUntil: null,
+      log: { level: 'error', fields: { event: 'delivery.failed', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, ...graph }, message: 'delivery failed permanently' },
+    };
+  }
+  const kind = decision.action === 'retry' ? decision.kind : 'transient';
+  const reason = decision.action === 'retry' ? decision.reason : 'token refresh requested';
+  const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
+  const next = nextAttemptAt(now, attempts, retryAfterMs, options.backoff, random);
+  const deferred: SpoolEntry = { ...entry, attempts, nextAttemptAt: next, lastError: { at: now, kind, message: reason, ...graph } };
+  const fields = { event: 'delivery.deferred', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, retryInMs: next - now, ...graph };
+  return {
+    outcome: 'deferred',
+    settlement: { kind: 'deferred', entry: deferred },
+    pauseMailboxUntil: decision.action === 'retry' && decision.pauseMailbox ? next : null,
+    log:
+      kind === 'operator'
+        ? { level: 'error', fields: { ...fields, operatorActionRequired: true }, message: 'delivery deferred: needs an administrator' }
+        : { level: 'warn', fields, message: 'delivery deferred' },
+  };
+}
+
+function stripUndefined<T extends Record<string, unknown>>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
