@@ -537,3 +537,24 @@ describe('journal segment decoding', () => {
     expect(decodeRecords(damaged)).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2 + length2 }] });
   });
 });
+
+describe('spool.dir lock', () => {
+  it('lets one spool at a time recover a directory, names the holder, and takes over what a dead process left', async () => {
+    // A relay that died (kill -9, power cut) left its PID; the OS lock died with it.
+    await writeFile(path.join(dir, 'relay.lock'), '999999\n');
+    const notices: Array<[string, Record<string, unknown>]> = [];
+    const first = new FsSpool(dir, realSpoolFs, { onNotice: (event, fields) => notices.push([event, fields]) });
+    await first.recover();
+    expect(notices).toEqual([['spool.lock_taken_over', { previousPid: 999999, dir }]]);
+    expect(await readFile(path.join(dir, 'relay.lock'), 'utf8')).toBe(`${process.pid}\n`);
+
+    const second = new FsSpool(dir);
+    await expect(second.recover()).rejects.toThrow(`spool.dir ${dir} is in use by another relay (PID ${process.pid})`);
+    await first.close();
+    // A clean stop leaves nothing to take over.
+    const third = new FsSpool(dir, realSpoolFs, { onNotice: (event, fields) => notices.push([event, fields]) });
+    await third.recover();
+    expect(notices).toHaveLength(1);
+    await third.close();
+  });
+});
