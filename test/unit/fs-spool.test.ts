@@ -522,18 +522,53 @@ describe('journal segment decoding', () => {
   });
 
   it('keeps the records after one that fails its checksum, and reports the damage', () => {
-    for (const at of [start2 + 3 /* length field */, start2 + 12 /* checksum */, start2 + 20 /* meta */, start2 + length2 - 3 /* body */]) {
+    for (const at of [start2 + 12 /* checksum */, start2 + 20 /* meta */, start2 + length2 - 3 /* body */]) {
       const damaged = Buffer.from(segment);
       damaged[at] = (damaged[at] as number) ^ 0x01;
       const decoded = decodeRecords(damaged);
       expect(bodies(damaged)).toEqual(['Subject: record 1', 'Subject: record 3']);
-      expect(decoded).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2, bytes: length2 }] });
+      expect(decoded).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2, bytes: length2 }], untrusted: 0 });
     }
+  });
+
+  it('reports, but never files, records found only by searching past a damaged length (they could be bytes inside a message)', () => {
+    const damaged = Buffer.from(segment);
+    damaged[start2 + 4] = (damaged[start2 + 4] as number) ^ 0x01; // meta length
+    expect(decodeRecords(damaged)).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2, bytes: length2 }], untrusted: 1 });
+    expect(bodies(damaged)).toEqual(['Subject: record 1']);
+    // A message whose body carries a complete record of a sender's making, torn by a crash
+    // during its flush: the forged record is never filed.
+    const forged = Buffer.concat(encodeRecord(Buffer.from('{"forged":true}'), Buffer.from('Subject: forged\r\n\r\nx\r\n')));
+    const carrier = Buffer.concat(encodeRecord(Buffer.from('{"n":9}'), Buffer.concat([Buffer.from('Subject: carrier\r\n\r\n'), forged, Buffer.alloc(500, 0x61)])));
+    const torn = Buffer.concat([segment, carrier.subarray(0, carrier.length - 200)]);
+    expect(bodies(torn)).toEqual(['Subject: record 1', 'Subject: record 2', 'Subject: record 3']);
+    expect(decodeRecords(torn).records.some((r) => r.meta.toString().includes('forged'))).toBe(false);
   });
 
   it('reports a complete last record that fails its checksum as damage, not as a tear', () => {
     const damaged = Buffer.from(segment);
     damaged[segment.length - 3] = (damaged[segment.length - 3] as number) ^ 0x01;
     expect(decodeRecords(damaged)).toMatchObject({ tornBytes: 0, corrupt: [{ offset: start2 + length2 }] });
+  });
+});
+
+describe('spool.dir lock', () => {
+  it('lets one spool at a time recover a directory, names the holder, and takes over what a dead process left', async () => {
+    // A relay that died (kill -9, power cut) left its PID; the OS lock died with it.
+    await writeFile(path.join(dir, 'relay.lock'), '999999\n');
+    const notices: Array<[string, Record<string, unknown>]> = [];
+    const first = new FsSpool(dir, realSpoolFs, { onNotice: (event, fields) => notices.push([event, fields]) });
+    await first.recover();
+    expect(notices).toEqual([['spool.lock_taken_over', { previousPid: 999999, dir }]]);
+    expect(await readFile(path.join(dir, 'relay.lock'), 'utf8')).toBe(`${process.pid}\n`);
+
+    const second = new FsSpool(dir);
+    await expect(second.recover()).rejects.toThrow(`spool.dir ${dir} is in use by another relay (PID ${process.pid})`);
+    await first.close();
+    // A clean stop leaves nothing to take over.
+    const third = new FsSpool(dir, realSpoolFs, { onNotice: (event, fields) => notices.push([event, fields]) });
+    await third.recover();
+    expect(notices).toHaveLength(1);
+    await third.close();
   });
 });

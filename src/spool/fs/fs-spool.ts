@@ -314,7 +314,7 @@ export class FsSpool implements Spool {
     let deleted = false;
     for (const name of names) {
       const file = path.join(this.dir('journal'), name);
-      const { records, tornBytes, corrupt } = decodeRecords(await this.fs.readFile(file));
+      const { records, tornBytes, corrupt, untrusted } = decodeRecords(await this.fs.readFile(file));
       // A torn tail is a flush that never completed: nothing in it was acknowledged.
       if (tornBytes > 0) report.discardedPartial += 1;
       const segment: AdoptedSegment = { file, unfiled: [], known: [], delivered: [] };
@@ -323,7 +323,8 @@ export class FsSpool implements Spool {
       let unreadable = corrupt.length > 0;
       if (unreadable) {
         const ranges = corrupt.map((c) => `${c.bytes} bytes at ${c.offset}`).join(', ');
-        report.quarantined.push({ id: name, area: 'journal', reason: `journal segment damaged (${ranges} failed the checksum; acknowledged messages there are lost): the ${records.length} records that verify are filed, the segment is kept in corrupt/` });
+        const unsure = untrusted > 0 ? `; ${untrusted} more that verify were found only by searching past the damage (they could be bytes inside a message) and are not filed: check them by hand` : '';
+        report.quarantined.push({ id: name, area: 'journal', reason: `journal segment damaged (${ranges} failed the checksum; acknowledged messages there are lost): the ${records.length} records that verify are filed${unsure}; the segment is kept in corrupt/` });
       }
       for (const record of records) {
         const entry = parseEntry(record.meta.toString('utf8'));

@@ -66,24 +66,31 @@ function recordAt(data: Buffer, offset: number): Attempt {
   return { ok: true, record: { meta, body, bodyOffset: offset + HEADER_BYTES + metaLength }, end };
 }
 
-/** Where the next record that verifies starts, after a bad one at `from`; -1 if none does. */
-function nextRecord(data: Buffer, from: number): number {
-  // The bad record's own length first (a flipped byte in its meta or body leaves its header
-  // right), so a message body that happens to contain record bytes is not searched.
+/**
+ * Where the next record that verifies starts, after a bad one at `from` (-1 if none does), and
+ * whether it was found at the bad record's own declared end. A record found by searching the
+ * bytes instead may lie inside the bad record's message body, where a sender can have put bytes
+ * that look like a record (with any envelope and mailbox): it is not trusted.
+ */
+function nextRecord(data: Buffer, from: number): { at: number; declared: boolean } {
+  // A flipped byte in a record's checksum, meta or body leaves its lengths right.
   const declared = from + HEADER_BYTES <= data.length && data.readUInt32LE(from) === MAGIC ? from + HEADER_BYTES + data.readUInt32LE(from + 4) + data.readUInt32LE(from + 8) : -1;
-  if (declared > from && declared < data.length && recordAt(data, declared).ok) return declared;
+  if (declared > from && declared < data.length && recordAt(data, declared).ok) return { at: declared, declared: true };
   const magic = Buffer.allocUnsafe(4);
   magic.writeUInt32LE(MAGIC, 0);
-  for (let at = data.indexOf(magic, from + 1); at !== -1; at = data.indexOf(magic, at + 1)) if (recordAt(data, at).ok) return at;
-  return -1;
+  for (let at = data.indexOf(magic, from + 1); at !== -1; at = data.indexOf(magic, at + 1)) if (recordAt(data, at).ok) return { at, declared: false };
+  return { at: -1, declared: false };
 }
 
 export interface DecodedSegment {
+  /** Records to file: those before any damage, and those after a damaged record found at its declared end. */
   records: JournalRecord[];
   /** Bytes of an incomplete last record: a flush that never completed, so nothing in it was acknowledged. */
   tornBytes: number;
   /** Damaged ranges (a record that fails its checksum, or a complete one at the end): acknowledged data lost. */
   corrupt: Array<{ offset: number; bytes: number }>;
+  /** Records that verify but were found by searching past damage: left in the segment for a person, never filed. */
+  untrusted: number;
 }
 
 /**
@@ -94,17 +101,19 @@ export interface DecodedSegment {
  * in record 2 of 3 dropped records 2 and 3, both acknowledged, as "discardedPartial").
  */
 export function decodeRecords(data: Buffer): DecodedSegment {
-  const decoded: DecodedSegment = { records: [], tornBytes: 0, corrupt: [] };
+  const decoded: DecodedSegment = { records: [], tornBytes: 0, corrupt: [], untrusted: 0 };
   let offset = 0;
+  let trusted = true;
   while (offset < data.length) {
     const attempt = recordAt(data, offset);
     if (attempt.ok) {
-      decoded.records.push(attempt.record);
+      if (trusted) decoded.records.push(attempt.record);
+      else decoded.untrusted += 1;
       offset = attempt.end;
       continue;
     }
     const next = nextRecord(data, offset);
-    if (next === -1) {
+    if (next.at === -1) {
       // Nothing verifies after it: the tail. Incomplete, or zeros (an extension whose data never
       // reached the disk), it was never acknowledged. Complete yet wrong, it is reported as damage:
       // it may be a tear on a file system that grows the file before its data lands, but it may be
@@ -114,8 +123,10 @@ export function decodeRecords(data: Buffer): DecodedSegment {
       else decoded.corrupt.push({ offset, bytes: tail.length });
       break;
     }
-    decoded.corrupt.push({ offset, bytes: next - offset });
-    offset = next;
+    decoded.corrupt.push({ offset, bytes: next.at - offset });
+    // Everything after a record found by searching is chained from it: none of it is trusted.
+    trusted &&= next.declared;
+    offset = next.at;
   }
   return decoded;
 }
