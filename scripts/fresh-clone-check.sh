@@ -31,6 +31,7 @@ grep -Eq '^[0-9]+ passed, 0 failed, 0 skipped$' "$work/test.log" || { tail -n 60
 echo "   $(grep -E '^[0-9]+ passed, ' "$work/test.log")"
 
 echo "== fresh clone 2: npm start, then a demo send with swaks"
+cd "$root"
 git clone --quiet "$root" "$work/start-first"
 cd "$work/start-first"
 port="$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")"
@@ -48,7 +49,11 @@ timeout 60 swaks --server "127.0.0.1:$port" --from demo@contoso.example --to som
 grep -q '^<-  250 2.6.0 Ok: queued as ' "$work/swaks.log" || { cat "$work/swaks.log"; fail "no 250 queued reply"; }
 for _ in $(seq 1 100); do ls .demo/delivered/*.eml >/dev/null 2>&1 && break; sleep 0.1; done
 grep -lq "^Subject: fresh clone $$" .demo/delivered/*.eml 2>/dev/null || { tail -n 40 "$work/start.log"; fail "the demo send did not reach .demo/delivered/"; }
-kill -TERM "$relay_pid"
+# SIGTERM to the relay itself, as systemd or docker stop would send it (npm, signalled itself,
+# exits 143 whatever its child did): the relay is the dist/main.js process in npm start's session.
+main_pid="$(pgrep -s "$relay_pid" -f 'dist/main.js' | head -1)"
+[ -n "$main_pid" ] || fail "no dist/main.js process under npm start"
+kill -TERM "$main_pid"
 code=0; timeout 30 tail --pid="$relay_pid" -f /dev/null || code=$?
 [ "$code" -eq 0 ] || fail "npm start did not stop within 30 s of SIGTERM"
 wait "$relay_pid" || fail "npm start exited with $? after SIGTERM"
