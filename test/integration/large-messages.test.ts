@@ -29,8 +29,7 @@ beforeAll(async () => {
   relay = await spawnRelay(['serve', '--config', configFile]);
 }, 60_000);
 afterAll(async () => {
-  relay.child.kill('SIGTERM');
-  await relay.exited;
+  await relay.stop();
   await emulator.close();
   await rm(dir, { recursive: true, force: true });
 });
