@@ -8,7 +8,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { readHeaderBlockFromFile } from '../mime/header-block.js';
-import { scanLeafParts, type LeafPart } from '../mime/mime-structure.js';
+import { MimeStructureError, scanLeafParts, type LeafPart } from '../mime/mime-structure.js';
 import type { GraphCall, GraphOutcome } from './graph-call.js';
 
 /** Raw MIME that still fits one request once base64-encoded (4 MiB). */
@@ -83,7 +83,14 @@ const paused = (): LargeOutcome => ({ kind: 'http', status: 429, code: 'RelayPau
 
 export async function sendLargeMessage(graph: GraphCall, mailbox: string, file: string, fileSize: number, token: string, hooks: LargeMessageHooks): Promise<LargeOutcome> {
   const { header, bodyOffset } = await readHeaderBlockFromFile(file);
-  const leaves = (await scanLeafParts(file, header, bodyOffset)).filter((p) => p.transferEncoding === 'base64');
+  let leaves: LeafPart[];
+  try {
+    leaves = (await scanLeafParts(file, header, bodyOffset)).filter((p) => p.transferEncoding === 'base64');
+  } catch (err) {
+    // A structure the scan refuses fails permanently (classify: other 4xx), with the reason, before any request.
+    if (err instanceof MimeStructureError) return { kind: 'http', status: 422, code: 'RelayMimeTooDeep', message: err.message, retryAfterMs: null, step: 'split' };
+    throw err;
+  }
   // Take out the largest base64 parts until the rest fits one request.
   const extracted: LeafPart[] = [];
   let remaining = fileSize;

@@ -2,7 +2,6 @@
  * Every graph.auth.method delivers mail through the emulator, including token renewal after
  * expiry, and the device-code login run from a separate process followed by service restarts.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +10,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createClientCertificate } from '../../src/emulator/test-pki.js';
 import { CLIENT_ID, MAILBOX, relayConfigInput, startHarness, startTestEmulator, waitForDelivery, type Harness } from '../helpers/harness.js';
 import { MAIN, writeConfig } from '../helpers/relay-process.js';
+import { killGroup, spawnGroup } from '../helpers/processes.js';
+import { until as waitUntil } from '../helpers/wait.js';
 
 let dir: string;
 let h: Harness | undefined;
@@ -106,20 +107,25 @@ describe('authorisation methods', () => {
       const configFile = path.join(dir, 'device.yaml');
       await writeConfig(configFile, configInput);
 
-      const login = spawn(process.execPath, [MAIN, 'login', '--config', configFile], { env: { ...process.env, TOKEN_CACHE_KEY: 'k3y-from-env' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      // Own process group and deadlines (15 s each, the test has 60 s), killed in finally (issue 16).
+      const login = spawnGroup(process.execPath, [MAIN, 'login', '--config', configFile], { env: { TOKEN_CACHE_KEY: 'k3y-from-env' } });
       let out = '';
-      login.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      login.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      const exited = new Promise<number | null>((resolve) => login.on('exit', resolve));
-      const deadline = Date.now() + 15_000;
-      let code: string | undefined;
-      while (!(code = /enter the code (\w+)/.exec(out)?.[1]) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      expect(out).toContain(`${emulator.url}/devicelogin`);
-      expect(emulator.identity.approveDeviceCode(code as string, MAILBOX)).toBe(true);
-      const exitCode = await exited;
-      if (exitCode !== 0) console.log(out);
-      expect(exitCode).toBe(0);
-      expect(out).toContain(`signed in as ${MAILBOX}`);
+      try {
+        login.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+        login.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+        const exited = new Promise<number | null>((resolve) => login.on('exit', resolve));
+        let code: string | undefined;
+        await waitUntil(() => (code = /enter the code (\w+)/.exec(out)?.[1]) !== undefined, 15_000, () => `waiting for \`login\` to print a device code; its output:\n${out}`);
+        expect(out).toContain(`${emulator.url}/devicelogin`);
+        expect(emulator.identity.approveDeviceCode(code as string, MAILBOX)).toBe(true);
+        let exitCode: number | null | undefined;
+        void exited.then((c) => (exitCode = c));
+        await waitUntil(() => exitCode !== undefined, 15_000, () => `waiting for \`login\` to exit after the code was approved; its output:\n${out}`);
+        expect(exitCode, out).toBe(0);
+        expect(out).toContain(`signed in as ${MAILBOX}`);
+      } finally {
+        killGroup(login.pid);
+      }
       expect((await stat(cacheFile)).mode & 0o777).toBe(0o600);
       const cacheText = await readFile(cacheFile, 'utf8');
       expect(JSON.parse(cacheText)).toMatchObject({ alg: 'aes-256-gcm' });

@@ -1,13 +1,11 @@
 /** The command line as an operator meets it: exit codes, error reports, --print-config. */
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runProcess } from '../helpers/processes.js';
 import { MAIN } from '../helpers/relay-process.js';
 
-const run = promisify(execFile);
 let dir: string;
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'sgr-cli-'));
@@ -16,15 +14,9 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [MAIN, ...args], { env: { ...process.env, RELAY_CONFIG: '', ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+/** Each of these commands fails fast: 15 s (a test's is 60 s) covers a cold start under load. */
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runProcess(process.execPath, [MAIN, ...args], { timeoutMs: 15_000, waitingFor: `the CLI to exit (${args[0] ?? ''})`, env: { RELAY_CONFIG: '', ...env } });
 
 describe('command line', () => {
   it('exits 78 on an invalid config, listing every problem, never echoing the secret', async () => {

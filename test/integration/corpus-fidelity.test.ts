@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
+import { itWhen } from '../helpers/prerequisites.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 
 const CORPUS = path.resolve(__dirname, '../../../shared/corpus');
@@ -29,7 +30,13 @@ afterAll(async () => {
   if (available) await h.close();
 });
 
-describe.skipIf(!available)(`MIME corpus fidelity (${available ? CORPUS : '../shared/corpus not present: skipped'})`, () => {
+// Without the corpus this file still registers one test: skipped (and counted) locally, failed with
+// CI=true, never zero tests that a summary line would not show.
+itWhen(available, `the MIME corpus ${CORPUS} is not present (it is checked out beside the repository as ../shared/corpus)`)('the MIME corpus is present', () => {
+  expect(fixtures.length).toBeGreaterThan(0);
+});
+
+describe.runIf(available)(`MIME corpus fidelity (${CORPUS})`, () => {
   it.each(fixtures)('relays %s with its body byte-for-byte and its header fields in order', async (name) => {
     const original = toCrlf(readFileSync(path.join(CORPUS, name)));
     const testId = `corpus-${name}`;

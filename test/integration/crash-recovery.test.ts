@@ -8,8 +8,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningEmulator } from '../../src/emulator/server.js';
 import { relayConfigInput, startTestEmulator } from '../helpers/harness.js';
-import { spawnRelay, writeConfig } from '../helpers/relay-process.js';
+import { spawnRelay, writeConfig, type RelayProcess } from '../helpers/relay-process.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
+import { until } from '../helpers/wait.js';
 
 let emulator: RunningEmulator;
 let dir: string;
@@ -49,25 +50,32 @@ describe('crash safety', () => {
     // Slow Graph keeps a backlog in the spool at the moment of the kill.
     emulator.mail.latencyMs = 40;
 
-    const first = await spawnRelay(['serve', '--config', configFile], { NODE_EXTRA_CA_CERTS: caFile });
-    const acked = new Set<string>();
-    const stop = { now: false };
-    const senders = Array.from({ length: 8 }, (_, i) => sender(first.port, `s${i}`, acked, stop));
-    while (acked.size < 150) await new Promise((r) => setTimeout(r, 10));
-    first.child.kill('SIGKILL');
-    await first.exited;
-    stop.now = true;
-    await Promise.all(senders);
-    const deliveredBeforeRestart = emulator.mail.delivered.length;
-    expect(deliveredBeforeRestart).toBeLessThan(acked.size); // the kill really left work behind
-
-    const second = await spawnRelay(['serve', '--config', configFile], { NODE_EXTRA_CA_CERTS: caFile });
+    // Every wait below has its own deadline, well inside the test's 120 s: a loss fails with the
+    // list of missing messages, not as a vitest timeout, and finally kills both relays' groups.
+    const relays: RelayProcess[] = [];
     try {
-      const deadline = Date.now() + 60_000;
+      const first = await spawnRelay(['serve', '--config', configFile], { NODE_EXTRA_CA_CERTS: caFile });
+      relays.push(first);
+      const acked = new Set<string>();
+      const stop = { now: false };
+      const senders = Array.from({ length: 8 }, (_, i) => sender(first.port, `s${i}`, acked, stop));
+      try {
+        await until(() => acked.size >= 150, 20_000, () => `waiting for 150 acknowledged messages before the kill; ${acked.size} so far. Relay output:\n${first.output().slice(-3000)}`);
+      } finally {
+        await first.stop('SIGKILL');
+        stop.now = true;
+        await Promise.all(senders);
+      }
+      const deliveredBeforeRestart = emulator.mail.delivered.length;
+      expect(deliveredBeforeRestart).toBeLessThan(acked.size); // the kill really left work behind
+
+      const second = await spawnRelay(['serve', '--config', configFile], { NODE_EXTRA_CA_CERTS: caFile });
+      relays.push(second);
       const deliveredIds = () => new Set(emulator.mail.delivered.map((m) => /X-Test-Id: (\S+)/i.exec(m.mime?.toString('latin1') ?? '')?.[1]));
-      while ([...acked].some((id) => !deliveredIds().has(id)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      const missing = [...acked].filter((id) => !deliveredIds().has(id));
-      expect(missing).toEqual([]);
+      const missingIds = () => [...acked].filter((id) => !deliveredIds().has(id)).sort();
+      await until(() => missingIds().length === 0, 45_000).catch(() => undefined); // judged next, with the list
+      const missing = missingIds();
+      expect(missing, `${missing.length} of ${acked.size} acknowledged messages did not reach Graph within 45 s of the restart: ${missing.join(', ')}`).toEqual([]);
       // Duplicates are allowed only for attempts that were in flight at the kill (4 per mailbox).
       const counts = new Map<string, number>();
       for (const m of emulator.mail.delivered) {
@@ -79,11 +87,11 @@ describe('crash safety', () => {
       console.info(`crash test: ${acked.size} acknowledged, ${deliveredBeforeRestart} delivered before the kill, ${replayed} recovered from the journal at restart, ${acked.size - missing.length} after restart, ${duplicates} duplicates`);
       expect(duplicates).toBeLessThanOrEqual(4);
       expect(second.output()).toMatch(/"event":"spool.recovered"[^\n]*"queued":[1-9]/);
-      while ((await readdir(path.join(spoolDir, 'queue'))).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      expect(await readdir(path.join(spoolDir, 'queue'))).toEqual([]);
+      const queued = () => readdir(path.join(spoolDir, 'queue'));
+      await until(async () => (await queued()).length === 0, 15_000).catch(() => undefined);
+      expect(await queued(), 'queue/ still holds files 15 s after every message was delivered').toEqual([]);
     } finally {
-      second.child.kill('SIGTERM');
-      await second.exited;
+      for (const relay of relays) await relay.stop();
     }
-  });
+  }, 120_000);
 });

@@ -3,27 +3,29 @@
  * systemd-analyze verify for the unit (CI installs systemd), a Dockerfile linter, and the
  * security properties both must have.
  */
-import { execFile, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { validate } from 'dockerfile-utils';
 import { describe, expect, it } from 'vitest';
+import { itWithTool } from '../helpers/prerequisites.js';
+import { runProcess } from '../helpers/processes.js';
 
 const root = path.resolve(__dirname, '../..');
-const run = promisify(execFile);
-const hasSystemdAnalyze = spawnSync('sh', ['-c', 'command -v systemd-analyze']).status === 0;
 
 describe('systemd unit', () => {
   const unit = readFileSync(path.join(root, 'systemd/smtp-graph-relay.service'), 'utf8');
   const setting = (key: string) => [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]);
 
-  it.skipIf(!hasSystemdAnalyze)('passes systemd-analyze verify without warnings', async () => {
+  itWithTool('systemd-analyze', '.ci/run installs the systemd package')('passes systemd-analyze verify without warnings', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sgr-unit-'));
-    copyFileSync(path.join(root, 'systemd/smtp-graph-relay.service'), path.join(dir, 'smtp-graph-relay.service'));
-    const { stderr } = await run('systemd-analyze', ['verify', path.join(dir, 'smtp-graph-relay.service')]);
-    expect(stderr).not.toMatch(/Unknown key|Unknown section|bad unit file|Failed to/i);
+    try {
+      copyFileSync(path.join(root, 'systemd/smtp-graph-relay.service'), path.join(dir, 'smtp-graph-relay.service'));
+      const { stderr } = await runProcess('systemd-analyze', ['verify', path.join(dir, 'smtp-graph-relay.service')], { timeoutMs: 30_000, waitingFor: 'systemd-analyze verify', check: true });
+      expect(stderr).not.toMatch(/Unknown key|Unknown section|bad unit file|Failed to/i);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('runs hardened as a dedicated user with its spool in StateDirectory', () => {

@@ -36,10 +36,7 @@ beforeAll(async () => {
   }
 }, 120_000);
 afterAll(async () => {
-  for (const relay of Object.values(relays)) {
-    relay.child.kill('SIGTERM');
-    await relay.exited;
-  }
+  for (const relay of Object.values(relays)) await relay.stop();
   await emulator?.close();
   await cluster?.stop();
   await rm(dir, { recursive: true, force: true });

@@ -3,21 +3,19 @@
  * when the relay is stopped), metrics that move with deliveries, throttling and failures, readiness
  * that follows the token endpoint, and a SIGTERM under load that loses nothing and duplicates nothing.
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningEmulator } from '../../src/emulator/server.js';
 import { MAILBOX, relayConfigInput, startHarness, startTestEmulator, waitForDelivery } from '../helpers/harness.js';
+import { runProcess } from '../helpers/processes.js';
 import { MAIN, spawnRelay, writeConfig } from '../helpers/relay-process.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 import { until } from '../helpers/wait.js';
 
-const run = promisify(execFile);
 let emulator: RunningEmulator;
 let dir: string;
 beforeAll(async () => {
@@ -59,18 +57,11 @@ describe('queue commands', () => {
     await writeConfig(configFile, { ...relayConfigInput(emulator, spoolDir, { graph: { caFile }, delivery: { retry: { minDelay: '1h', maxDelay: '2h' } } }), admin: { listen: `127.0.0.1:${adminPort}` }, log: { level: 'info' },
       // No DSNs here: a bounce would compete with the messages for the injected faults.
       bounces: { enabled: false } });
-    const cli = async (...args: string[]) => {
-      try {
-        const { stdout, stderr } = await run(process.execPath, [MAIN, 'queue', ...args, '--config', configFile]);
-        return { code: 0, stdout, stderr };
-      } catch (err) {
-        const e = err as { code: number; stdout: string; stderr: string };
-        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-      }
-    };
+    const cli = (...args: string[]) => runProcess(process.execPath, [MAIN, 'queue', ...args, '--config', configFile], { timeoutMs: 15_000, waitingFor: `queue ${args.join(' ')} to exit` });
     const listed = async (...flags: string[]) => JSON.parse((await cli('list', '--json', ...flags)).stdout) as Array<{ id: string; state: string }>;
 
     const relay = await spawnRelay(['serve', '--config', configFile]);
+    let stopCode: number | null = null;
     try {
       emulator.faults.add({ route: 'sendMail', status: 503, times: 2 }, { route: 'sendMail', status: 400, code: 'ErrorInvalidRecipients', message: 'At least one recipient is not valid.' });
       const a = await sendOne(relay.port, 'q-a');
@@ -109,15 +100,16 @@ describe('queue commands', () => {
       expect(missing.code).toBe(1);
       expect(missing.stderr).toContain(`no message ${d}`);
     } finally {
-      relay.child.kill('SIGTERM');
-      expect(await relay.exited).toBe(0);
+      stopCode = await relay.stop('SIGTERM', 20_000);
     }
+    expect(stopCode).toBe(0);
     // Stopped relay: the same commands work on the spool files.
     const offline = await listed('--failed');
     expect(offline).toHaveLength(1);
     expect((await cli('purge', '--failed', '--older-than', '0s')).stdout).toContain('purged: 1');
     expect(await listed()).toEqual([]);
-  });
+    // About 20 CLI processes in a row, each with its own 15 s deadline; several seconds each on a loaded 2-core machine.
+  }, 120_000);
 });
 
 describe('metrics and health', () => {
@@ -212,26 +204,30 @@ describe('graceful stop', () => {
       }
     };
     const senders = Array.from({ length: 6 }, (_, i) => sender(`s${i}`));
-    await until(() => acked.size >= 80);
-    first.child.kill('SIGTERM');
-    expect(await first.exited).toBe(0);
-    stop = true;
-    await Promise.all(senders);
+    let firstCode: number | null;
+    try {
+      await until(() => acked.size >= 80, 20_000, () => `waiting for 80 acknowledged messages before the SIGTERM; ${acked.size} so far`);
+    } finally {
+      firstCode = await first.stop('SIGTERM', 20_000); // the drain takes up to 10 s
+      stop = true;
+      await Promise.all(senders);
+    }
+    expect(firstCode).toBe(0);
     expect(first.output()).toContain('"event":"relay.stopped"');
 
     const second = await spawnRelay(['serve', '--config', configFile]);
     try {
       const ids = () => emulator.mail.delivered.slice(before).map((m) => /X-Test-Id: (\S+)/i.exec(m.mime?.toString('latin1') ?? '')?.[1]);
-      await until(() => [...acked].every((id) => ids().includes(id)), 30_000);
+      const missing = () => [...acked].filter((id) => !ids().includes(id));
+      await until(() => missing().length === 0, 30_000, () => `waiting for every acknowledged message after the restart; missing: ${missing().join(', ')}`);
       const counts = new Map<string, number>();
       for (const id of ids()) counts.set(id as string, (counts.get(id as string) ?? 0) + 1);
       expect([...counts.entries()].filter(([, n]) => n > 1)).toEqual([]);
     } finally {
-      second.child.kill('SIGTERM');
-      await second.exited;
+      await second.stop();
       emulator.mail.latencyMs = 0;
     }
-  });
+  }, 120_000);
 });
 
 describe('configuration reload', () => {
@@ -260,8 +256,7 @@ describe('configuration reload', () => {
       await sendOne(relay.port, 'reload-2');
       expect((await waitForDelivery(emulator, 'reload-2')).mailbox).toBe('second@contoso.example');
     } finally {
-      relay.child.kill('SIGTERM');
-      await relay.exited;
+      await relay.stop();
     }
   });
 });

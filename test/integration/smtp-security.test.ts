@@ -3,23 +3,22 @@
  * TLS (nodemailer and swaks), AUTH against hashed local users with a failure limiter, per-user
  * allowed senders, and certificate reload without dropping sessions.
  */
-import { execFile, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPki, type TestPki } from '../../src/emulator/test-pki.js';
 import { hashPassword } from '../../src/smtp/local-auth.js';
 import { MAILBOX, startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
+import { itWithTool } from '../helpers/prerequisites.js';
+import { runProcess } from '../helpers/processes.js';
 import { MAIN } from '../helpers/relay-process.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 
-const run = promisify(execFile);
-const hasSwaks = spawnSync('sh', ['-c', 'command -v swaks']).status === 0;
+const swaks = (args: string[], waitingFor: string) => runProcess('swaks', args, { timeoutMs: 20_000, waitingFor, check: true });
 let dir: string;
 let pki: TestPki;
 let certFile: string;
@@ -57,14 +56,14 @@ describe('allowlist and open-relay protection', () => {
   });
 
   it('refuses to start on a non-loopback address without allowedClients or auth.required, explaining the risk', async () => {
+    // Fail fast and clean if the guard ever breaks (issue 16): port 0, never a fixed one on 0.0.0.0;
+    // the spool in this test's temp directory, not /var/spool; no admin listener; the CLI's own
+    // 10 s deadline (the test has 60 s) kills its process group and names what was awaited.
     const file = path.join(dir, 'open.yaml');
-    await writeFile(file, 'smtp:\n  listen: "0.0.0.0:2525"\ngraph:\n  tenantId: t\n  clientId: c\n  auth: { method: clientSecret, clientSecret: s }\n  mailbox: m@x.example\n');
-    const result = await run(process.execPath, [MAIN, 'serve', '--config', file]).then(
-      () => ({ code: 0, stderr: '' }),
-      (e: { code: number; stderr: string }) => e,
-    );
+    await writeFile(file, `smtp:\n  listen: "0.0.0.0:0"\nspool:\n  dir: ${JSON.stringify(path.join(dir, 'open-spool'))}\nadmin:\n  listen: false\ngraph:\n  tenantId: t\n  clientId: c\n  auth: { method: clientSecret, clientSecret: s }\n  mailbox: m@x.example\n`);
+    const result = await runProcess(process.execPath, [MAIN, 'serve', '--config', file], { timeoutMs: 10_000, waitingFor: 'the relay to refuse an open-relay configuration and exit 78' });
     expect(result.code).toBe(78);
-    expect(result.stderr).toContain('smtp.listen: listening on 0.0.0.0:2525 (not loopback) without smtp.allowedClients or smtp.auth.required would make this an open relay');
+    expect(result.stderr).toContain('smtp.listen: listening on 0.0.0.0:0 (not loopback) without smtp.allowedClients or smtp.auth.required would make this an open relay');
     expect(result.stderr).toContain('Fix: set smtp.allowedClients');
   });
 });
@@ -86,10 +85,10 @@ describe('TLS', () => {
     expect((await waitForDelivery(h.emulator, 'tls-implicit')).mime?.toString()).toMatch(/with ESMTPS id/);
   });
 
-  it.skipIf(!hasSwaks)('delivers with swaks --tls (STARTTLS) and --tlsc (implicit)', async () => {
-    const a = await run('swaks', ['--server', `127.0.0.1:${h.port}`, '--tls', '--to', 'ops@contoso.example', '--header', 'X-Test-Id: swaks-tls']);
+  itWithTool('swaks')('delivers with swaks --tls (STARTTLS) and --tlsc (implicit)', async () => {
+    const a = await swaks(['--server', `127.0.0.1:${h.port}`, '--tls', '--to', 'ops@contoso.example', '--header', 'X-Test-Id: swaks-tls'], 'swaks to send over STARTTLS');
     expect(a.stdout).toMatch(/TLS started with cipher/);
-    const b = await run('swaks', ['--server', `127.0.0.1:${implicitPort()}`, '--tlsc', '--to', 'ops@contoso.example', '--header', 'X-Test-Id: swaks-tlsc']);
+    const b = await swaks(['--server', `127.0.0.1:${implicitPort()}`, '--tlsc', '--to', 'ops@contoso.example', '--header', 'X-Test-Id: swaks-tlsc'], 'swaks to send over implicit TLS');
     expect(b.stdout).toMatch(/<~ {2}250 2\.6\.0 Ok: queued as/); // "<~": read over TLS
     await waitForDelivery(h.emulator, 'swaks-tls');
     await waitForDelivery(h.emulator, 'swaks-tlsc');

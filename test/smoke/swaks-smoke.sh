@@ -17,7 +17,7 @@ for _ in $(seq 1 100); do grep -q '"event":"relay.started"' "$work/relay.log" &&
 grep -q '"event":"relay.started"' "$work/relay.log" || { echo "swaks-smoke: relay did not start"; cat "$work/relay.log"; exit 1; }
 
 printf 'attachment bytes \x01\x02\x03\n' >"$work/report.bin"
-swaks --server "127.0.0.1:$port" --from backup@contoso.example --to ops@contoso.example,hidden@contoso.example \
+timeout 30 swaks --server "127.0.0.1:$port" --from backup@contoso.example --to ops@contoso.example,hidden@contoso.example \
   --header "To: ops@contoso.example" --header "Subject: swaks smoke $$" --attach "@$work/report.bin" >"$work/swaks.log" 2>&1 \
   || { echo "swaks-smoke: swaks failed"; cat "$work/swaks.log"; exit 1; }
 grep -q '^<-  250 2.6.0 Ok: queued as ' "$work/swaks.log" || { echo "swaks-smoke: no 250 queued reply"; cat "$work/swaks.log"; exit 1; }
