@@ -9,7 +9,10 @@ import { resolveGraphHosts, type RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
 import { Scheduler } from './delivery/scheduler.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
-import type { GraphOutcome } from './graph/graph-call.js';
+import { isHeld, type GraphOutcome } from './graph/graph-call.js';
+import { DraftCleanup } from './delivery/draft-cleanup.js';
+import { UploadBudgets } from './delivery/upload-budget.js';
+import path from 'node:path';
 import { HttpGraphMailer, type GraphMailer } from './graph/mailer.js';
 import { createMsalTokenProvider, type MsalSettings } from './graph/msal-token-provider.js';
 import type { TokenProvider } from './graph/token-provider.js';
@@ -39,6 +42,7 @@ export interface RunningRelay {
   smtp: RunningSmtp;
   scheduler: Scheduler;
   spool: Spool;
+  drafts: DraftCleanup;
   tokens: ObservedTokenProvider;
   metrics: RelayMetrics;
   queue: QueueControl;
@@ -118,12 +122,13 @@ function instrument(metrics: RelayMetrics, inner: () => GraphMailer): GraphMaile
     const end = metrics.graphLatency.startTimer();
     const outcome = await send();
     end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
-    if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
+    if (outcome.kind === 'http' && outcome.status === 429 && !isHeld(outcome)) metrics.throttled.inc({ mailbox });
     return outcome;
   };
   return {
     sendMime: (mailbox, mime, token) => measured(mailbox, () => inner().sendMime(mailbox, mime, token)),
     sendLarge: (mailbox, file, size, token, hooks) => measured(mailbox, () => inner().sendLarge(mailbox, file, size, token, hooks)),
+    deleteDraft: (mailbox, draftId, token, mayStart) => measured(mailbox, () => inner().deleteDraft(mailbox, draftId, token, mayStart)),
   };
 }
 
@@ -186,6 +191,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let routeProfiles = await buildRouteProfiles(config);
   // The default client is read at each call, so a reload's new credentials apply to the next send.
   const mailer = instrument(metrics, () => graph.mailer);
+  const profileFor = (graphProfile: string | undefined) => (graphProfile ? routeProfiles.get(graphProfile) : { tokens, mailer });
+  const uploadBudgets = new UploadBudgets(clock.now);
   scheduler = new Scheduler(
     schedulerOptions(config),
     {
@@ -194,11 +201,20 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       logger,
       // tokens and graph are read at each attempt, so a reload swaps credentials for the next one.
       attempt: async (entry) => {
-        const profile = entry.graphProfile ? routeProfiles.get(entry.graphProfile) : { tokens, mailer };
+        const profile = profileFor(entry.graphProfile);
         if (!profile) {
           return { decision: { action: 'retry', kind: 'operator', reason: `no Graph credentials for ${entry.graphProfile} any more (routes changed?): restore that route's graph settings`, retryAfterMs: null, pauseMailbox: false } };
         }
-        return attemptDelivery(entry, { tokens: profile.tokens, mailer: profile.mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) });
+        return attemptDelivery(entry, {
+          tokens: profile.tokens,
+          mailer: profile.mailer,
+          spool,
+          now: clock.now,
+          pausedUntil: (m) => scheduler.pausedUntil(m),
+          drafts: (e) => drafts.trackerFor(e.id, e.mailbox, e.graphProfile),
+          pacer: (e) => uploadBudgets.for(e.graphProfile ?? '', e.mailbox),
+          delegated: profile.tokens.delegated === true,
+        });
       },
       onSettled: (entry, result, outcome) => {
         if (outcome === 'delivered') metrics.delivered.inc({ mailbox: entry.mailbox });
@@ -210,8 +226,21 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       },
     },
   );
+  // Drafts the large path gave up, deleted when their mailbox may be called (recorded beside the spool).
+  const drafts = await DraftCleanup.open(path.join(config.spool.dir, 'graph-drafts.json'), {
+    clock,
+    logger,
+    mailboxes: scheduler,
+    backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
+    deleteDraft: async (record, mayStart) => {
+      const profile = profileFor(record.graphProfile);
+      if (!profile) return { kind: 'network', message: `no Graph credentials for ${record.graphProfile} any more` };
+      return profile.mailer.deleteDraft(record.mailbox, record.draftId, await profile.tokens.getToken(), mayStart);
+    },
+  });
   for (const entry of recovery.queued) scheduler.enqueue(entry);
   scheduler.start();
+  drafts.start();
 
   const bounceDeps = {
     spool,
@@ -282,6 +311,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     smtp,
     scheduler,
     spool,
+    drafts,
     get tokens() {
       return tokens;
     },
@@ -319,6 +349,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         logger.info({ event: 'relay.stopping', deadlineMs }, 'stopping: no new mail accepted');
         const smtpClosed = smtp.close();
         const { unfinished } = await scheduler.stop(deadlineMs);
+        await drafts.stop();
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
         await spool.close();
         await admin?.close();

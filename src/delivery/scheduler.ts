@@ -153,6 +153,29 @@ export class Scheduler {
     return this.mailboxes.get(mailbox)?.pausedUntil ?? 0;
   }
 
+  /**
+   * A Retry-After received outside a delivery attempt (a draft's clean-up request): the same pause
+   * for the mailbox, never shortened by a shorter one.
+   */
+  pause(mailbox: string, untilMs: number): void {
+    const state = this.mailbox(mailbox);
+    state.pausedUntil = Math.max(state.pausedUntil, untilMs);
+  }
+
+  /** One of the mailbox's in-flight slots for a request outside an attempt (draft clean-up); false while paused or full. */
+  tryAcquire(mailbox: string): boolean {
+    const state = this.mailbox(mailbox);
+    if (state.pausedUntil > this.deps.clock.now() || state.inFlight >= this.options.maxInFlightPerMailbox) return false;
+    state.inFlight += 1;
+    return true;
+  }
+
+  release(mailbox: string): void {
+    const state = this.mailbox(mailbox);
+    state.inFlight = Math.max(0, state.inFlight - 1);
+    this.pump();
+  }
+
   start(): void {
     this.running = true;
     this.pump();
@@ -294,6 +317,11 @@ export class Scheduler {
     const decision = result.decision;
     const attempts = entry.attempts + 1;
     const graph = { status: result.status, code: result.code, requestId: result.requestId };
+    // The pause first, synchronously, whatever becomes of this message (even one that expires now):
+    // a shorter Retry-After (a 503's) never shortens a longer one already in force (issue 12, item 2).
+    const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
+    const next = nextAttemptAt(now, attempts, retryAfterMs, this.options.backoff, this.deps.random);
+    if (decision.action === 'retry' && decision.pauseMailbox) state.pausedUntil = Math.max(state.pausedUntil, next);
 
     if (decision.action === 'postpone') {
       // Not an attempt: nothing was sent, so nothing is recorded on disk.
@@ -337,9 +365,6 @@ export class Scheduler {
     } else {
       const kind = decision.action === 'retry' ? decision.kind : 'transient';
       const reason = decision.action === 'retry' ? decision.reason : 'token refresh requested';
-      const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
-      const next = nextAttemptAt(now, attempts, retryAfterMs, this.options.backoff, this.deps.random);
-      if (decision.action === 'retry' && decision.pauseMailbox) state.pausedUntil = Math.max(state.pausedUntil, next);
       const deferred: SpoolEntry = {
         ...entry,
         attempts,

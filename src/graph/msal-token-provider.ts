@@ -121,6 +121,7 @@ class AppOnlyTokenProvider implements TokenProvider {
 
 /** Delegated flows (password, device code): tokens for the signed-in mailbox, renewed with the refresh token. */
 class DelegatedTokenProvider implements TokenProvider {
+  readonly delegated = true;
   private account: AccountInfo | null = null;
 
   constructor(

@@ -35,6 +35,9 @@ function fakes(outcomes: GraphOutcome[], tokenError?: TokenError) {
       sent.push(token);
       return outcomes.shift() ?? { kind: 'http', status: 202, retryAfterMs: null };
     },
+    async deleteDraft() {
+      return { kind: 'http', status: 204, retryAfterMs: null };
+    },
     async sendLarge(_mailbox, file, size, token) {
       sent.push(`large:${token}:${file}:${size}`);
       return outcomes.shift() ?? { kind: 'http', status: 202, retryAfterMs: null };
