@@ -305,7 +305,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     // The upload URL belongs to the draft's mailbox: its requests count against that mailbox's
     // limits and its Retry-After like any other (graph-api-facts §9).
     const mailboxKey = (session?.mailbox ?? mail.uploadMailboxes.get(sid) ?? '').toLowerCase();
-    mail.requests.push({ route: 'upload', mailbox: mailboxKey || null, at: Date.now(), status: 0, authorization: Boolean(header(req, 'authorization')) });
+    const record = { route: 'upload', mailbox: mailboxKey || null, at: Date.now(), status: 0, authorization: Boolean(header(req, 'authorization')) };
+    mail.requests.push(record);
+    res.once('finish', () => (record.status = res.statusCode));
     if (mailboxKey) mail.checkRetryAfter(mailboxKey, requestStartedAt(req), 'upload');
     if (header(req, 'authorization')) mail.uploadAuthorizationHeaders += 1;
     if (await applyFault(faults.take('upload', mailboxKey || null), req, res, 'upload', mailboxKey || null)) return;
