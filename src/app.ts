@@ -10,6 +10,7 @@ import { attemptDelivery } from './delivery/attempt.js';
 import { Scheduler } from './delivery/scheduler.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
 import { isHeld, type GraphOutcome } from './graph/graph-call.js';
+import { SINGLE_REQUEST_LIMIT } from './graph/large-message.js';
 import { DraftCleanup } from './delivery/draft-cleanup.js';
 import { UploadBudgets } from './delivery/upload-budget.js';
 import path from 'node:path';
@@ -63,7 +64,7 @@ export async function createGraphTransport(config: RelayConfig, extraCaPem: stri
 
 export function msalSettings(config: RelayConfig, http: HttpTransport): MsalSettings {
   const { tenantId, clientId, authorityHost, endpoint, auth } = config.graph;
-  return { tenantId, clientId, authorityHost, endpoint, auth, http };
+  return { tenantId, clientId, authorityHost, endpoint, auth, http, largeMessages: config.smtp.maxMessageSize > SINGLE_REQUEST_LIMIT };
 }
 
 export async function createGraphClients(config: RelayConfig, extraCaPem: string[] = []): Promise<{ http: HttpTransport; tokens: TokenProvider; mailer: HttpGraphMailer }> {

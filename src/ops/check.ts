@@ -5,6 +5,7 @@
 import type { Writable } from 'node:stream';
 import { createGraphClients } from '../app.js';
 import type { RelayConfig } from '../config/schema.js';
+import { SINGLE_REQUEST_LIMIT } from '../graph/large-message.js';
 import { TokenError } from '../graph/token-provider.js';
 import { formatRfc5322Date } from '../mime/rfc5322-date.js';
 import { diagnoseAadsts, diagnoseGraph, MISSING_MAIL_SEND, type Diagnosis } from './diagnosis.js';
@@ -51,11 +52,17 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
       return fail(`token${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}`, diagnoseAadsts(e.aadsts), detail);
     }
     const permissions = tokenPermissions(token);
+    const type = tokens.delegated ? 'Delegated' : 'Application';
     if (permissions && !permissions.includes('Mail.Send')) return fail('permission', MISSING_MAIL_SEND, 'no Mail.Send');
-    if (permissions) say(`ok    token grants Mail.Send${permissions.includes('Mail.ReadWrite') ? ' and Mail.ReadWrite' : ''}`);
-    if (permissions && !permissions.includes('Mail.ReadWrite')) {
-      say('warn  no Mail.ReadWrite: messages over 3 MB (scans with attachments) are sent as a draft with upload sessions and will wait in the queue');
-      say('      fix: add Mail.ReadWrite (same type as Mail.Send) and grant admin consent, or keep smtp.maxMessageSize at 3MB');
+    if (permissions) say(`ok    token grants Mail.Send${permissions.includes('Mail.ReadWrite') ? ' and Mail.ReadWrite' : ''} (${type.toLowerCase()})`);
+    // Drafts and upload sessions (messages over one request) need Mail.ReadWrite of the same type (graph-api-facts §2.3, §9).
+    const largeMessages = config.smtp.maxMessageSize > SINGLE_REQUEST_LIMIT;
+    if (permissions && largeMessages && !permissions.includes('Mail.ReadWrite')) {
+      say(`warn  no Mail.ReadWrite: messages over 3 MB (${SINGLE_REQUEST_LIMIT} bytes; scans with attachments) are sent as a draft with upload sessions and will wait in the queue`);
+      say(`      fix: add Mail.ReadWrite as a *${type}* permission and grant admin consent${tokens.delegated ? ', then sign in again (`smtp-graph-relay login` for deviceCode)' : ''}, or set smtp.maxMessageSize to 3MB`);
+    }
+    if (tokens.delegated && largeMessages) {
+      say('note  delegated sign-in: attachment upload sessions work only in the signed-in user\'s own mailbox, so graph.mailbox must be that user');
     }
 
     const mailbox = config.graph.mailbox;
