@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { Agent, DecoratorHandler, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { formatCause, networkCause, peerCertificate, type NetworkCause } from './network-cause.js';
 
 export interface HttpTransportOptions {
   /** Extra trusted CA certificates in PEM, added to the system store (never replacing it). */
@@ -39,6 +40,15 @@ export class RequestHeldError extends Error {
   readonly code = 'RELAY_REQUEST_HELD';
   constructor() {
     super('request held back before it was sent: the mailbox is paused by a Retry-After');
+  }
+}
+
+/** A request that got no HTTP answer, with its cause and fix in the message (network-cause.ts). */
+export class NetworkFailure extends Error {
+  readonly code: string;
+  constructor(readonly networkCause: NetworkCause) {
+    super(formatCause(networkCause));
+    this.code = networkCause.code;
   }
 }
 
@@ -81,6 +91,12 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
   return out;
 }
 
+/** NO_PROXY as a list of host names or domain suffixes ("*" for all). */
+function noProxyMatches(noProxy: string, url: string): boolean {
+  const host = new URL(url).hostname;
+  return noProxy.split(/[\s,]+/).filter(Boolean).some((entry) => entry === '*' || host === entry.replace(/^\./, '') || host.endsWith(entry.startsWith('.') ? entry : `.${entry}`));
+}
+
 export function createHttpTransport(options: HttpTransportOptions): HttpTransport {
   const ca = trustedCas(options.extraCaPem ?? []);
   const env = options.env ?? process.env;
@@ -103,12 +119,22 @@ export function createHttpTransport(options: HttpTransportOptions): HttpTranspor
   const gate = (mayStart: () => boolean) => dispatcher.compose((dispatch) => (opts, handler) => dispatch(opts, new GateHandler(handler, mayStart)));
   return {
     async request(url, init) {
-      const response = await request(url, {
-        method: init.method as Dispatcher.HttpMethod,
-        headers: init.headers,
-        body: init.body,
-        dispatcher: init.mayStart ? gate(init.mayStart) : dispatcher,
-      });
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(url, {
+          method: init.method as Dispatcher.HttpMethod,
+          headers: init.headers,
+          body: init.body,
+          dispatcher: init.mayStart ? gate(init.mayStart) : dispatcher,
+        });
+      } catch (err) {
+        if (err instanceof RequestHeldError) throw err;
+        const proxy = options.proxy ?? (envProxy && !noProxyMatches(env.NO_PROXY ?? env.no_proxy ?? '', url) ? envProxy : null);
+        let cause = networkCause(err, url, proxy);
+        // Name the certificate that was not trusted: a TLS-inspecting proxy shows itself as its issuer.
+        if (cause.kind === 'certificate not trusted') cause = networkCause(err, url, proxy, await peerCertificate(url, proxy, Math.min(options.timeoutMs, 5000)));
+        throw new NetworkFailure(cause);
+      }
       const body = Buffer.from(await response.body.arrayBuffer());
       return { status: response.statusCode, headers: flattenHeaders(response.headers), body };
     },

@@ -8,7 +8,7 @@ import type { RelayConfig } from '../config/schema.js';
 import { SINGLE_REQUEST_LIMIT } from '../graph/large-message.js';
 import { TokenError } from '../graph/token-provider.js';
 import { formatRfc5322Date } from '../mime/rfc5322-date.js';
-import { diagnoseAadsts, diagnoseGraph, MISSING_MAIL_SEND, type Diagnosis } from './diagnosis.js';
+import { diagnoseAadsts, diagnoseGraph, diagnoseNetwork, MISSING_MAIL_SEND, type Diagnosis } from './diagnosis.js';
 
 export interface CheckOptions {
   sendTo?: string | undefined;
@@ -48,8 +48,9 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
       say('ok    token acquired');
     } catch (err) {
       const e = TokenError.from(err, false);
+      const network = e.errorCode === 'network_error' ? diagnoseNetwork(e.message) : null;
       const detail = e.transient ? `${e.message} (network or service problem: check proxy, firewall and DNS for ${new URL(config.graph.authorityHost).host})` : e.message;
-      return fail(`token${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}`, diagnoseAadsts(e.aadsts), detail);
+      return fail(`token${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}`, network ?? diagnoseAadsts(e.aadsts), detail);
     }
     const permissions = tokenPermissions(token);
     const type = tokens.delegated ? 'Delegated' : 'Application';
@@ -68,7 +69,7 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
     const mailbox = config.graph.mailbox;
     if (!mailbox) return fail('mailbox', { cause: 'graph.mailbox is not set, so the relay has no mailbox to send from', fix: 'set graph.mailbox to the UPN of the sending mailbox' }, '');
     const { outcome: lookup } = await mailer.call('GET', `/users/${encodeURIComponent(mailbox)}`, token);
-    if (lookup.kind === 'network') return fail(`mailbox ${mailbox}`, null, `network error ${lookup.code ?? ''} ${lookup.message}`);
+    if (lookup.kind === 'network') return fail(`mailbox ${mailbox}`, diagnoseNetwork(lookup.message), `network error ${lookup.code ?? ''} ${lookup.message}`);
     if (lookup.status === 200) say(`ok    mailbox ${mailbox} exists`);
     else if (lookup.status === 403) say('note  mailbox lookup not permitted (the app needs User.Read.All only for this check, not for sending)');
     else return fail(`mailbox ${mailbox} (HTTP ${lookup.status} ${lookup.code ?? ''})`, diagnoseGraph(lookup.status, lookup.code, lookup.message), lookup.message ?? '');
@@ -82,7 +83,7 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
       `From: ${from}\r\nTo: ${options.sendTo}\r\nSubject: smtp-graph-relay connection test\r\nDate: ${formatRfc5322Date(Date.now())}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis message was sent by "smtp-graph-relay check". Sending works.\r\n`,
     );
     const outcome = await mailer.sendMime(mailbox, mime, token);
-    if (outcome.kind === 'network') return fail('sendMail', null, `network error ${outcome.code ?? ''} ${outcome.message}`);
+    if (outcome.kind === 'network') return fail('sendMail', diagnoseNetwork(outcome.message), `network error ${outcome.code ?? ''} ${outcome.message}`);
     if (outcome.status === 202) {
       say(`ok    test message from ${from} accepted by Graph for ${options.sendTo} (request-id ${outcome.requestId ?? '?'})`);
       return 0;
