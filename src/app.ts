@@ -292,7 +292,14 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let admin: RunningAdmin | null = null;
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
-    admin = await startAdmin(host, port, { metrics, queue, readiness, logger });
+    try {
+      admin = await startAdmin(host, port, { metrics, queue, readiness, logger });
+    } catch (err) {
+      // Say which listener failed: main.ts names admin.listen / --admin-listen, not the SMTP options.
+      await Promise.allSettled([scheduler.stop(0), drafts.stop(), smtp.close()]);
+      await spool.close();
+      throw Object.assign(err as Error, { listener: 'admin' });
+    }
   }
   logger.info(
     {
@@ -342,7 +349,11 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       // SIGHUP also means "the certificate was renewed", whether or not the config changed.
       await smtp.reloadCertificates();
       current = { ...next, smtp: { ...next.smtp, listen: current.smtp.listen }, spool: current.spool, admin: current.admin };
-      logger.info({ event: 'config.reloaded', applied, needsRestart }, needsRestart.length > 0 ? 'configuration reloaded; some changes need a restart' : 'configuration reloaded');
+      // Logged through a child with its own level, so the outcome shows whatever log.level the reload
+      // set; keys that need a restart are a warning (issue 12, item 10).
+      const reloadLog = logger.child({}, { level: 'info' });
+      if (needsRestart.length > 0) reloadLog.warn({ event: 'config.reloaded', applied, needsRestart }, 'configuration reloaded; some changes need a restart to apply');
+      else reloadLog.info({ event: 'config.reloaded', applied, needsRestart }, 'configuration reloaded');
       return { applied, needsRestart };
     },
     stop(deadlineMs = 10_000) {

@@ -7,11 +7,13 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRelay, type RunningRelay } from './app.js';
-import { ConfigError, loadConfigFile, redactConfig } from './config/load.js';
+import { ConfigError, loadConfigFile, loadConfigSections, redactConfig } from './config/load.js';
 import { createLogger } from './log.js';
 import { stringify } from 'yaml';
 
 export const EXIT = { ok: 0, failure: 1, usage: 64, config: 78 } as const;
+/** Demo mode's admin address (startDemo's default), where `queue` without --config looks. */
+const DEMO_ADMIN_LISTEN = '127.0.0.1:9925';
 
 const HELP = `smtp-graph-relay - SMTP in, Microsoft Graph sendMail out
 
@@ -27,6 +29,8 @@ Usage:
   smtp-graph-relay queue list [--failed|--deferred|--held] | show ID | retry ID|--all | hold ID |
                          release ID | delete ID | purge --failed --older-than 7d   [--json]
       Inspect and manage the queue (through the running relay, or the spool when it is stopped).
+      Needs only admin.listen (and spool.dir when the relay is stopped) from the config; without
+      --config it reaches the demo relay.
   smtp-graph-relay hash-password < password.txt
       Print a scrypt hash for smtp.auth.users[].passwordHash (the password is read from stdin).
   smtp-graph-relay login --config FILE
@@ -118,14 +122,17 @@ async function main(argv: string[]): Promise<number> {
       return await runCheck(config, { sendTo: values['send-to'], from: values.from, out: process.stdout });
     }
     if (command === 'queue') {
-      if (!configFile) {
-        process.stderr.write('queue needs --config FILE (or RELAY_CONFIG)\n');
-        return EXIT.usage;
-      }
       const state = values.failed ? 'failed' : values.deferred ? 'deferred' : values.held ? 'held' : undefined;
       const { runQueueCli } = await import('./ops/queue-cli.js');
+      // Only the sections a queue command uses are validated (item 8 of issue 12; config loading is
+      // h-admin's, this is the call site). Without a config file: the demo relay's admin and spool.
+      const adminOverride = adminListen(values['admin-listen']);
+      const demoDir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
+      const queueConfig = configFile
+        ? { admin: adminOverride !== undefined ? { listen: adminOverride } : (await loadConfigSections(configFile, ['admin'])).admin, spool: async () => (await loadConfigSections(configFile, ['spool'])).spool }
+        : { admin: { listen: adminOverride ?? DEMO_ADMIN_LISTEN }, spool: async () => ({ dir: path.join(demoDir, 'spool'), journal: true }) };
       return await runQueueCli(
-        await loadConfigFile(configFile),
+        queueConfig,
         { action: positionals[1], id: positionals[2], all: values.all === true, state, olderThan: values['older-than'], json: values.json === true },
         process.stdout,
         process.stderr,
@@ -147,6 +154,7 @@ async function main(argv: string[]): Promise<number> {
     let relay: RunningRelay;
     let cleanup: () => Promise<void> = async () => undefined;
     let reloadFrom: string | null = null;
+    let relayLogger: ReturnType<typeof createLogger> | null = null;
     let overrides = (c: Awaited<ReturnType<typeof loadConfigFile>>) => c;
     // Signals are taken from before the relay starts: without a handler, a SIGHUP that arrives
     // while it starts would end the process (the default action), and a SIGTERM would skip the
@@ -191,7 +199,10 @@ async function main(argv: string[]): Promise<number> {
           .then(
             () => undefined,
             (err: unknown) => {
-              process.stderr.write(`reload refused, the running configuration stays in force:\n${(err as Error).message}\n`);
+              // One JSON event with the whole parse error (issue 12, item 10), where the other events go.
+              const error = (err as Error).message;
+              if (relayLogger) relayLogger.error({ event: 'config.reload_refused', file: reloadFrom, error }, 'reload refused; the running configuration stays in force');
+              else process.stderr.write(`reload refused, the running configuration stays in force:\n${error}\n`);
             },
           );
       });
@@ -200,7 +211,7 @@ async function main(argv: string[]): Promise<number> {
       const dir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
       // Loaded only here: the emulator and its certificate tooling cost memory a real relay does not need.
       const { startDemo } = await import('./demo.js');
-      const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525', adminListen(values['admin-listen']) ?? '127.0.0.1:9925');
+      const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525', adminListen(values['admin-listen']) ?? DEMO_ADMIN_LISTEN);
       if (values['print-config']) {
         process.stdout.write(stringify(redactConfig(demo.config)));
         await demo.emulator.close();
@@ -234,6 +245,7 @@ async function main(argv: string[]): Promise<number> {
       const effective = withOverrides(config);
       overrides = withOverrides;
       const logger = createLogger(process.env.LOG_LEVEL ?? config.log.level);
+      relayLogger = logger;
       relay = await startRelay({ config: effective, logger });
       reloadFrom = configFile;
     }
@@ -245,7 +257,11 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${err.message}\n`);
       return EXIT.config;
     }
-    const e = err as NodeJS.ErrnoException;
+    const e = err as NodeJS.ErrnoException & { listener?: string; address?: string; port?: number };
+    if (e.code === 'EADDRINUSE' && e.listener === 'admin') {
+      process.stderr.write(`cannot listen on the admin address ${e.address ?? ''}:${e.port ?? ''}: another process uses that port; pick another with admin.listen or --admin-listen (--admin-listen off disables it)\n`);
+      return EXIT.failure;
+    }
     if (e.code === 'EADDRINUSE') {
       process.stderr.write(`cannot listen: ${e.message} - another process uses that port; pick another with --listen or smtp.listen\n`);
       return EXIT.failure;

@@ -108,6 +108,34 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
   return parseConfigText(text, env, file);
 }
 
+/**
+ * Only the named top-level sections of a config file, substituted and validated: a command needs
+ * only what it uses (`queue` from an admin shell has no GRAPH_CLIENT_SECRET, issue 12, item 8).
+ * Other sections are not looked at, so their variables need not be set.
+ */
+export async function loadConfigSections<K extends keyof RelayConfig>(file: string, sections: readonly K[], env: NodeJS.ProcessEnv = process.env): Promise<Pick<RelayConfig, K>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new ConfigError(file, [{ path: '', message: `cannot read the file (${code}); check the path given to --config or RELAY_CONFIG` }]);
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) throw new ConfigError(file, doc.errors.map((e) => ({ path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax: ${e.message.split('\n')[0] ?? e.code}` })));
+  const raw = (doc.toJS() ?? {}) as Record<string, unknown>;
+  const problems: ConfigProblem[] = [];
+  const out: Partial<RelayConfig> = {};
+  for (const section of sections) {
+    const substituted = substituteEnv(raw[section] ?? {}, env, [section], problems);
+    const result = configSchema.shape[section].safeParse(substituted);
+    if (result.success) (out as Record<string, unknown>)[section] = result.data;
+    else problems.push(...result.error.issues.flatMap((issue) => describeIssue({ ...issue, path: [section, ...issue.path] })));
+  }
+  if (problems.length > 0) throw new ConfigError(file, problems);
+  return deepFreeze(out as Pick<RelayConfig, K>);
+}
+
 /** A copy of the config with every secret value replaced, for --print-config and diagnostics. */
 export function redactConfig(value: unknown, key = ''): unknown {
   if (SECRET_KEYS.has(key) && typeof value === 'string') return '[redacted]';

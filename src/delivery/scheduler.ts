@@ -103,6 +103,8 @@ export class Scheduler {
   /** Entries on hold: known (for queue depth), never dispatched. */
   private readonly held = new Map<string, SpoolEntry>();
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Messages an operator retried by hand, with the time their automatic attempt was due. */
+  private readonly manualRetries = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private running = false;
@@ -151,6 +153,11 @@ export class Scheduler {
   /** No request to this mailbox before this time (0: not paused). */
   pausedUntil(mailbox: string): number {
     return this.mailboxes.get(mailbox)?.pausedUntil ?? 0;
+  }
+
+  /** An operator retries this message now; `scheduledAt` is when its next automatic attempt was due. */
+  noteManualRetry(id: string, scheduledAt: number): void {
+    this.manualRetries.set(id, scheduledAt);
   }
 
   /**
@@ -320,7 +327,12 @@ export class Scheduler {
     // The pause first, synchronously, whatever becomes of this message (even one that expires now):
     // a shorter Retry-After (a 503's) never shortens a longer one already in force (issue 12, item 2).
     const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
-    const next = nextAttemptAt(now, attempts, retryAfterMs, this.options.backoff, this.deps.random);
+    // An operator's `queue retry` is not a failure: it keeps the automatic schedule it interrupted
+    // and adds no backoff step (issue 12, item 11). Graph's Retry-After still wins.
+    const manual = this.manualRetries.get(entry.id);
+    this.manualRetries.delete(entry.id);
+    let next = nextAttemptAt(now, manual === undefined ? attempts : entry.attempts, retryAfterMs, this.options.backoff, this.deps.random);
+    if (manual !== undefined && manual > now && retryAfterMs === null) next = manual;
     if (decision.action === 'retry' && decision.pauseMailbox) state.pausedUntil = Math.max(state.pausedUntil, next);
 
     if (decision.action === 'postpone') {

@@ -59,7 +59,13 @@ function describeItem(item: QueueItem, now: number): string {
   return lines.join('\n');
 }
 
-export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: Writable, err: Writable): Promise<number> {
+/** What a queue command uses: the admin address, and the spool directory only when no relay answers there (loaded then). */
+export interface QueueCliConfig {
+  admin: RelayConfig['admin'];
+  spool: () => Promise<RelayConfig['spool']>;
+}
+
+export async function runQueueCli(config: QueueCliConfig, args: QueueCliArgs, out: Writable, err: Writable): Promise<number> {
   const call = callFor(args);
   if (typeof call === 'string') {
     err.write(`${call}\n`);
@@ -77,7 +83,7 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
   }
   if (result === null) {
     // Nothing listens on admin.listen: the relay is not running, so the files are ours.
-    const spool = new FsSpool(config.spool.dir);
+    const spool = new FsSpool((await config.spool()).dir);
     await spool.recover();
     try {
       // The same dispatch as the admin API, on the spool files.

@@ -83,6 +83,7 @@ export class QueueControl {
     this.claim(id);
     const entry: SpoolEntry = { ...item.entry, nextAttemptAt: now };
     await this.spool.update(entry);
+    if (item.entry.attempts > 0) this.scheduler?.noteManualRetry(id, item.entry.nextAttemptAt);
     this.scheduler?.enqueue(entry);
     return { id, state: stateOf(entry, 'queue', false), entry };
   }
