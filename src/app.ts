@@ -250,7 +250,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     settings: () => ({ ...current.bounces, hostname: current.smtp.hostname }),
     enqueue: (entry: SpoolEntry) => scheduler.enqueue(entry),
   };
-  const queue = new QueueControl(spool, scheduler, clock);
+  const queue = new QueueControl(spool, scheduler, clock, drafts);
 
   const smtp = await startSmtp(
     smtpSettings(config),

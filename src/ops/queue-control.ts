@@ -39,6 +39,8 @@ export class QueueControl {
     private readonly spool: Spool,
     private readonly scheduler: Scheduler | null,
     private readonly clock: Clock,
+    /** The draft clean-up queue: a deleted message's half-built draft is deleted too (draft-cleanup.ts). */
+    private readonly drafts: { discard(queueId: string): Promise<void> } | null = null,
   ) {}
 
   private inFlight(id: string): boolean {
@@ -125,6 +127,7 @@ export class QueueControl {
     if (item.state === 'failed') return this.spool.deleteFailed(id);
     this.claim(id);
     await this.spool.remove(id);
+    await this.drafts?.discard(id);
   }
 
   /** Deletes failed messages that failed more than olderThanMs ago; returns how many. */

@@ -104,6 +104,25 @@ describe('no request for a paused mailbox, on any path (items 1 and 2)', () => {
   }, 60_000);
 });
 
+describe('an operator deleting a message mid-upload (item 1)', () => {
+  it('deletes its draft too, and leaves none', async () => {
+    h = await startHarness({ config: { smtp: { maxMessageSize: '40MB' } } });
+    h.emulator.faults.add({ route: 'upload', status: 500, code: 'generalException', times: 10_000 });
+    const transport = smtp(h);
+    const info = await transport.sendMail({ from: MAILBOX, to: 'finance@contoso.example', subject: 'stuck', text: 'x', attachments: [{ filename: 'stuck.pdf', content: randomBytes(5 * 1024 * 1024) }] });
+    transport.close();
+    const id = /queued as (\w+)/.exec(info.response)?.[1] ?? '';
+    await until(() => h?.logs.records.some((r) => r.event === 'delivery.deferred' && r.queueId === id) === true, 20_000);
+    // The draft is kept for the upload to resume...
+    expect(h.emulator.mail.drafts.size).toBe(1);
+    // ...until the message is deleted.
+    await until(() => (h as Harness).relay.queue.delete(id).then(() => true, () => false), 15_000);
+    await until(() => h?.emulator.mail.drafts.size === 0, 15_000);
+    expect(h.relay.drafts.pending).toEqual([]);
+    expect(h.emulator.mail.retryAfterViolations).toEqual([]);
+  }, 60_000);
+});
+
 describe('sizes with headroom (item 4)', () => {
   it.each([3_145_500, 3_145_501, 3_145_502, 3_145_611, 3_145_725, 3_145_726, 3_145_727])('delivers a decoded attachment of %i bytes whole', async (size) => {
     h = await startHarness({ config: { smtp: { maxMessageSize: '20MB' } } });
