@@ -9,7 +9,11 @@ import { graphProfileKey } from './smtp/routing.js';
 import { resolveGraphHosts, type RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
-import type { GraphOutcome } from './graph/graph-call.js';
+import { isHeld, type GraphOutcome } from './graph/graph-call.js';
+import { SINGLE_REQUEST_LIMIT } from './graph/large-message.js';
+import { DraftCleanup } from './delivery/draft-cleanup.js';
+import { UploadBudgets } from './delivery/upload-budget.js';
+import path from 'node:path';
 import { HttpGraphMailer, type GraphMailer } from './graph/mailer.js';
 import { createMsalTokenProvider, type MsalSettings } from './graph/msal-token-provider.js';
 import type { TokenProvider } from './graph/token-provider.js';
@@ -42,6 +46,7 @@ export interface RunningRelay {
   smtp: RunningSmtp;
   scheduler: Dispatcher;
   spool: Spool;
+  drafts: DraftCleanup;
   tokens: ObservedTokenProvider;
   metrics: RelayMetrics;
   queue: QueueControl;
@@ -62,7 +67,7 @@ export async function createGraphTransport(config: RelayConfig, extraCaPem: stri
 
 export function msalSettings(config: RelayConfig, http: HttpTransport): MsalSettings {
   const { tenantId, clientId, authorityHost, endpoint, auth } = config.graph;
-  return { tenantId, clientId, authorityHost, endpoint, auth, http };
+  return { tenantId, clientId, authorityHost, endpoint, auth, http, largeMessages: config.smtp.maxMessageSize > SINGLE_REQUEST_LIMIT };
 }
 
 export async function createGraphClients(config: RelayConfig, extraCaPem: string[] = []): Promise<{ http: HttpTransport; tokens: TokenProvider; mailer: HttpGraphMailer }> {
@@ -121,12 +126,13 @@ function instrument(metrics: RelayMetrics, inner: () => GraphMailer): GraphMaile
     const end = metrics.graphLatency.startTimer();
     const outcome = await send();
     end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
-    if (outcome.kind === 'http' && outcome.status === 429) metrics.throttled.inc({ mailbox });
+    if (outcome.kind === 'http' && outcome.status === 429 && !isHeld(outcome)) metrics.throttled.inc({ mailbox });
     return outcome;
   };
   return {
     sendMime: (mailbox, mime, token) => measured(mailbox, () => inner().sendMime(mailbox, mime, token)),
     sendLarge: (mailbox, file, size, token, hooks) => measured(mailbox, () => inner().sendLarge(mailbox, file, size, token, hooks)),
+    deleteDraft: (mailbox, draftId, token, mayStart) => measured(mailbox, () => inner().deleteDraft(mailbox, draftId, token, mayStart)),
   };
 }
 
@@ -201,6 +207,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let routeProfiles = await buildRouteProfiles(config);
   // The default client is read at each call, so a reload's new credentials apply to the next send.
   const mailer = instrument(metrics, () => graph.mailer);
+  const profileFor = (graphProfile: string | undefined) => (graphProfile ? routeProfiles.get(graphProfile) : { tokens, mailer });
+  const uploadBudgets = new UploadBudgets(clock.now);
   scheduler = createDispatcher(
     schedulerOptions(config),
     {
@@ -210,11 +218,20 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       logger,
       // tokens and graph are read at each attempt, so a reload swaps credentials for the next one.
       attempt: async (entry) => {
-        const profile = entry.graphProfile ? routeProfiles.get(entry.graphProfile) : { tokens, mailer };
+        const profile = profileFor(entry.graphProfile);
         if (!profile) {
           return { decision: { action: 'retry', kind: 'operator', reason: `no Graph credentials for ${entry.graphProfile} any more (routes changed?): restore that route's graph settings`, retryAfterMs: null, pauseMailbox: false } };
         }
-        return attemptDelivery(entry, { tokens: profile.tokens, mailer: profile.mailer, spool, now: clock.now, pausedUntil: (m) => scheduler.pausedUntil(m) });
+        return attemptDelivery(entry, {
+          tokens: profile.tokens,
+          mailer: profile.mailer,
+          spool,
+          now: clock.now,
+          pausedUntil: (m) => scheduler.pausedUntil(m),
+          drafts: (e) => drafts.trackerFor(e.id, e.mailbox, e.graphProfile),
+          pacer: (e) => uploadBudgets.for(e.graphProfile ?? '', e.mailbox),
+          delegated: profile.tokens.delegated === true,
+        });
       },
       onSettled: (entry, result, outcome) => {
         if (outcome === 'delivered') metrics.delivered.inc({ mailbox: entry.mailbox });
@@ -227,8 +244,21 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     },
     config.spool.backend === 'postgres' ? { leaseMs: config.spool.postgres.leaseTimeout } : null,
   );
+  // Drafts the large path gave up, deleted when their mailbox may be called (recorded beside the spool).
+  const drafts = await DraftCleanup.open(path.join(config.spool.dir, 'graph-drafts.json'), {
+    clock,
+    logger,
+    mailboxes: scheduler,
+    backoff: { minMs: config.delivery.retry.minDelay, maxMs: config.delivery.retry.maxDelay },
+    deleteDraft: async (record, mayStart) => {
+      const profile = profileFor(record.graphProfile);
+      if (!profile) return { kind: 'network', message: `no Graph credentials for ${record.graphProfile} any more` };
+      return profile.mailer.deleteDraft(record.mailbox, record.draftId, await profile.tokens.getToken(), mayStart);
+    },
+  });
   for (const entry of recovery.queued) scheduler.enqueue(entry);
   scheduler.start();
+  drafts.start();
 
   const bounceDeps = {
     spool,
@@ -237,7 +267,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     settings: () => ({ ...current.bounces, hostname: current.smtp.hostname }),
     enqueue: (entry: SpoolEntry) => scheduler.enqueue(entry),
   };
-  const queue = new QueueControl(spool, scheduler, clock);
+  const queue = new QueueControl(spool, scheduler, clock, drafts);
 
   const smtp = await startSmtp(
     smtpSettings(config),
@@ -279,7 +309,14 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let admin: RunningAdmin | null = null;
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
-    admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token });
+    try {
+      admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token });
+    } catch (err) {
+      // Say which listener failed: main.ts names admin.listen / --admin-listen, not the SMTP options.
+      await Promise.allSettled([scheduler.stop(0), drafts.stop(), smtp.close()]);
+      await spool.close();
+      throw Object.assign(err as Error, { listener: 'admin' });
+    }
   }
   logger.info(
     {
@@ -301,6 +338,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     smtp,
     scheduler,
     spool,
+    drafts,
     get tokens() {
       return tokens;
     },
@@ -357,7 +395,11 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       current = { ...next, smtp: { ...next.smtp, listen: current.smtp.listen }, spool: current.spool, admin: current.admin };
       // SIGHUP also means "the certificate was renewed", whether or not the config changed (files checked above).
       await smtp.reloadCertificates();
-      logger.info({ event: 'config.reloaded', applied, needsRestart }, needsRestart.length > 0 ? 'configuration reloaded; some changes need a restart' : 'configuration reloaded');
+      // Logged through a child with its own level, so the outcome shows whatever log.level the reload
+      // set; keys that need a restart are a warning (issue 12, item 10).
+      const reloadLog = logger.child({}, { level: 'info' });
+      if (needsRestart.length > 0) reloadLog.warn({ event: 'config.reloaded', applied, needsRestart }, 'configuration reloaded; some changes need a restart to apply');
+      else reloadLog.info({ event: 'config.reloaded', applied, needsRestart }, 'configuration reloaded');
       return { applied, needsRestart };
     },
     stop(deadlineMs = 10_000) {
@@ -365,6 +407,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         logger.info({ event: 'relay.stopping', deadlineMs }, 'stopping: no new mail accepted');
         const smtpClosed = smtp.close();
         const { unfinished } = await scheduler.stop(deadlineMs);
+        await drafts.stop();
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
         await spool.close();
         await admin?.close();

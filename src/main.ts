@@ -7,12 +7,15 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRelay, type RunningRelay } from './app.js';
-import { ConfigError, loadConfigFile, redactConfig } from './config/load.js';
+import { ConfigError, loadConfigFile, loadConfigSections, redactConfig } from './config/load.js';
 import type { CommandLineOverrides } from './config/overrides.js';
+import { configSchema } from './config/schema.js';
 import { createLogger } from './log.js';
 import { stringify } from 'yaml';
 
 export const EXIT = { ok: 0, failure: 1, usage: 64, config: 78 } as const;
+/** Demo mode's admin address (startDemo's default), where `queue` without --config looks. */
+const DEMO_ADMIN_LISTEN = '127.0.0.1:9925';
 
 const HELP = `smtp-graph-relay - SMTP in, Microsoft Graph sendMail out
 
@@ -28,6 +31,8 @@ Usage:
   smtp-graph-relay queue list [--failed|--deferred|--held] | show ID | retry ID|--all | hold ID |
                          release ID | delete ID | purge --failed --older-than 7d   [--json]
       Inspect and manage the queue (through the running relay, or the spool when it is stopped).
+      Needs only admin.listen (and spool.dir when the relay is stopped) from the config; without
+      --config it reaches the demo relay.
   smtp-graph-relay db migrate --config FILE
       Apply the shared queue's schema migrations (spool.backend: postgres); the relay also does at start.
   smtp-graph-relay spool import --from DIR --config FILE
@@ -124,14 +129,17 @@ async function main(argv: string[]): Promise<number> {
       return await runCheck(config, { sendTo: values['send-to'], from: values.from, out: process.stdout });
     }
     if (command === 'queue') {
-      if (!configFile) {
-        process.stderr.write('queue needs --config FILE (or RELAY_CONFIG)\n');
-        return EXIT.usage;
-      }
       const state = values.failed ? 'failed' : values.deferred ? 'deferred' : values.held ? 'held' : undefined;
       const { runQueueCli } = await import('./ops/queue-cli.js');
+      // Only the sections a queue command uses are validated (item 8 of issue 12; config loading is
+      // h-admin's, this is the call site). Without a config file: the demo relay's admin and spool.
+      const adminOverride = adminListen(values['admin-listen']);
+      const demoDir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
+      const queueConfig = configFile
+        ? { admin: adminOverride !== undefined ? { listen: adminOverride } : (await loadConfigSections(configFile, ['admin'])).admin, spool: async () => (await loadConfigSections(configFile, ['spool'])).spool }
+        : { admin: { listen: adminOverride ?? DEMO_ADMIN_LISTEN }, spool: async () => configSchema.shape.spool.parse({ dir: path.join(demoDir, 'spool') }) };
       return await runQueueCli(
-        await loadConfigFile(configFile),
+        queueConfig,
         { action: positionals[1], id: positionals[2], all: values.all === true, state, olderThan: values['older-than'], json: values.json === true },
         process.stdout,
         process.stderr,
@@ -165,6 +173,7 @@ async function main(argv: string[]): Promise<number> {
     // Command-line overrides apply to every (re)load of the file, before validation: the
     // open-relay and admin-token rules judge what will actually be bound.
     const overrides: CommandLineOverrides = { listen: values.listen, adminListen: adminListen(values['admin-listen']) };
+    let relayLogger: ReturnType<typeof createLogger> | null = null;
     // Signals are taken from before the relay starts: without a handler, a SIGHUP that arrives
     // while it starts would end the process (the default action), and a SIGTERM would skip the
     // graceful stop. Both wait until the relay is up, then act (a CI run lost a reload this way).
@@ -208,7 +217,10 @@ async function main(argv: string[]): Promise<number> {
           .then(
             () => undefined,
             (err: unknown) => {
-              process.stderr.write(`reload refused, the running configuration stays in force:\n${(err as Error).message}\n`);
+              // One JSON event with the whole parse error (issue 12, item 10), where the other events go.
+              const error = (err as Error).message;
+              if (relayLogger) relayLogger.error({ event: 'config.reload_refused', file: reloadFrom, error }, 'reload refused; the running configuration stays in force');
+              else process.stderr.write(`reload refused, the running configuration stays in force:\n${error}\n`);
             },
           );
       });
@@ -217,7 +229,7 @@ async function main(argv: string[]): Promise<number> {
       const dir = path.resolve(values.dir ?? process.env.RELAY_DEMO_DIR ?? '.demo');
       // Loaded only here: the emulator and its certificate tooling cost memory a real relay does not need.
       const { startDemo } = await import('./demo.js');
-      const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525', adminListen(values['admin-listen']) ?? '127.0.0.1:9925');
+      const demo = await startDemo(dir, values.listen ?? '127.0.0.1:2525', adminListen(values['admin-listen']) ?? DEMO_ADMIN_LISTEN);
       if (values['print-config']) {
         process.stdout.write(stringify(redactConfig(demo.config)));
         await demo.emulator.close();
@@ -242,6 +254,7 @@ async function main(argv: string[]): Promise<number> {
         return EXIT.ok;
       }
       const logger = createLogger(process.env.LOG_LEVEL ?? config.log.level);
+      relayLogger = logger;
       relay = await startRelay({ config, logger });
       reloadFrom = configFile;
     }
@@ -253,7 +266,11 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${err.message}\n`);
       return EXIT.config;
     }
-    const e = err as NodeJS.ErrnoException;
+    const e = err as NodeJS.ErrnoException & { listener?: string; address?: string; port?: number };
+    if (e.code === 'EADDRINUSE' && e.listener === 'admin') {
+      process.stderr.write(`cannot listen on the admin address ${e.address ?? ''}:${e.port ?? ''}: another process uses that port; pick another with admin.listen or --admin-listen (--admin-listen off disables it)\n`);
+      return EXIT.failure;
+    }
     if (e.code === 'EADDRINUSE') {
       process.stderr.write(`cannot listen: ${e.message} - another process uses that port; pick another with --listen or smtp.listen\n`);
       return EXIT.failure;

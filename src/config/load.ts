@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { pathKey, substituteEnv, typedByEnv } from './env-substitution.js';
 import { applyOverrides, describeOverrides, type CommandLineOverrides } from './overrides.js';
 import { configSchema, SECRET_KEYS, type RelayConfig } from './schema.js';
@@ -62,10 +62,15 @@ function deepFreeze<T>(value: T): T {
  * schema, so its rules see the effective configuration.
  */
 export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, source = 'config', overrides: CommandLineOverrides = {}): RelayConfig {
+  return validateWith(configSchema, raw, env, source, overrides);
+}
+
+/** validateConfig's steps against any part of the schema (a whole config, or the sections a command needs). */
+function validateWith<S extends z.ZodType>(schema: S, raw: unknown, env: NodeJS.ProcessEnv, source: string, overrides: CommandLineOverrides): z.output<S> {
   const problems: ConfigProblem[] = [];
   const wholeRefs = new Map<string, string>();
   const substituted = applyOverrides(substituteEnv(raw ?? {}, env, [], problems, wholeRefs), overrides);
-  let result = configSchema.safeParse(substituted);
+  let result = schema.safeParse(substituted);
   if (!result.success) {
     // `maxConnections: ${MAX_CONN}`: the environment gave a string where a number or boolean
     // belongs. Convert exactly those values and validate once more.
@@ -77,14 +82,15 @@ export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.en
         return issue.expected === 'boolean' ? [{ path: issue.path, expected: 'boolean' }] : [];
       }),
     );
-    if (typed !== null) result = configSchema.safeParse(typed);
+    if (typed !== null) result = schema.safeParse(typed);
   }
   if (!result.success) problems.push(...result.error.issues.flatMap((issue) => describeIssue(issue, wholeRefs)));
   if (problems.length > 0 || !result.success) throw new ConfigError(`${source}${describeOverrides(overrides)}`, problems);
   return deepFreeze(result.data);
 }
 
-export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.env, source = 'config', overrides: CommandLineOverrides = {}): RelayConfig {
+/** YAML text to plain data, with the alias limit; syntax errors name their line. */
+function parseYaml(text: string, source: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -100,18 +106,37 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
   } catch (err) {
     throw new ConfigError(source, [{ path: '', message: `YAML could not be read: ${(err as Error).message}; a relay config needs no more than a few aliases (&name / *name) - write the values out instead` }]);
   }
-  return validateConfig(raw, env, source, overrides);
+  return raw;
 }
 
-export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, overrides: CommandLineOverrides = {}): Promise<RelayConfig> {
-  let text: string;
+export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.env, source = 'config', overrides: CommandLineOverrides = {}): RelayConfig {
+  return validateConfig(parseYaml(text, source), env, source, overrides);
+}
+
+async function readConfigText(file: string): Promise<string> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
     throw new ConfigError(file, [{ path: '', message: `cannot read the file (${code}); check the path given to --config or RELAY_CONFIG` }]);
   }
-  return parseConfigText(text, env, file, overrides);
+}
+
+export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, overrides: CommandLineOverrides = {}): Promise<RelayConfig> {
+  return parseConfigText(await readConfigText(file), env, file, overrides);
+}
+
+/**
+ * Only the named top-level sections of a config file, substituted and validated: a command needs
+ * only what it uses (`queue` from an admin shell has no GRAPH_CLIENT_SECRET, issue 12, item 8).
+ * Other sections are not looked at, so their variables need not be set.
+ */
+export async function loadConfigSections<K extends keyof RelayConfig>(file: string, sections: readonly K[], env: NodeJS.ProcessEnv = process.env): Promise<Pick<RelayConfig, K>> {
+  const raw = (parseYaml(await readConfigText(file), file) ?? {}) as Record<string, unknown>;
+  const picked = Object.fromEntries(sections.map((section) => [section, raw[section] ?? {}]));
+  // The same steps as a whole file (env substitution, typed ${VAR}), on a schema of these sections only.
+  const shape = Object.fromEntries(sections.map((section) => [section, configSchema.shape[section]]));
+  return validateWith(z.strictObject(shape), picked, env, file, {}) as unknown as Pick<RelayConfig, K>;
 }
 
 /** A copy of the config with every secret value replaced, for --print-config and diagnostics. */

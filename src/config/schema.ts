@@ -253,7 +253,7 @@ export const configSchema = z.strictObject({
   delivery: z
     .strictObject({
       // Graph allows four concurrent requests per app and mailbox (throttling-limits, graph-api-facts §3.2).
-      maxInFlightPerMailbox: z.int().min(1).max(16).prefault(4),
+      maxInFlightPerMailbox: z.int().min(1).max(4, 'Graph allows at most 4 concurrent requests per app and mailbox (more only produces 429s): use 1-4').prefault(4),
       retry: z
         .strictObject({
           minDelay: duration.prefault('60s'),

@@ -2,12 +2,12 @@
  * One delivery attempt: token -> spooled MIME -> sendMail -> classification. A 401 forces exactly
  * one token refresh and one more request; a second 401 waits for a person (DESIGN.md).
  */
-import type { GraphOutcome } from '../graph/graph-call.js';
+import { isHeld, type GraphOutcome } from '../graph/graph-call.js';
 import type { GraphMailer } from '../graph/mailer.js';
 import { TokenError, type TokenProvider } from '../graph/token-provider.js';
 import type { SpoolEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
-import { SINGLE_REQUEST_LIMIT } from '../graph/large-message.js';
+import { SINGLE_REQUEST_LIMIT, type DraftTracker, type UploadPacer } from '../graph/large-message.js';
 import { classifyOutcome, type Decision } from './classify.js';
 
 /**
@@ -26,7 +26,16 @@ export interface AttemptDeps {
    */
   pausedUntil?: (mailbox: string) => number;
   now?: () => number;
+  /** The message's draft on the large path (draft-cleanup.ts); without it drafts are neither resumed nor cleaned up. */
+  drafts?: (entry: SpoolEntry) => DraftTracker;
+  /** The app and mailbox's upload budget (upload-budget.ts). */
+  pacer?: (entry: SpoolEntry) => UploadPacer;
+  /** The sign-in is delegated (password, deviceCode): hints name the delegated permission type. */
+  delegated?: boolean;
 }
+
+/** Keeps nothing: for callers without a clean-up queue (a one-off send). */
+const untracked: DraftTracker = { current: () => null, created: async () => undefined, progress: () => undefined, discard: async () => undefined, sent: async () => undefined };
 
 function postponed(entry: SpoolEntry, deps: AttemptDeps): AttemptResult | null {
   const until = deps.pausedUntil?.(entry.mailbox) ?? 0;
@@ -68,19 +77,31 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
       return { decision: { action: 'retry', kind: 'operator', reason: `cannot read the spooled message: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false } };
     }
   }
+  const now = deps.now ?? Date.now;
+  // Asked before each request and again as its first byte leaves (http-transport.ts), so no request
+  // reaches the mailbox once a Retry-After for it is known, on any path (issue 12, items 1-2).
+  const mayStart = () => postponed(entry, deps) === null;
+  const drafts = large ? (deps.drafts?.(entry) ?? untracked) : untracked;
+  const pacer = large ? deps.pacer?.(entry) : undefined;
   const send = (accessToken: string) =>
     mime
-      ? deps.mailer.sendMime(entry.mailbox, mime, accessToken)
-      : deps.spool.withMessageFile(entry.id, 'queue', (file) => deps.mailer.sendLarge(entry.mailbox, file, entry.size, accessToken, { mayProceed: () => postponed(entry, deps) === null }));
+      ? deps.mailer.sendMime(entry.mailbox, mime, accessToken, mayStart)
+      : deps.spool.withMessageFile(entry.id, 'queue', (file) =>
+          deps.mailer.sendLarge(entry.mailbox, file, entry.size, accessToken, { mayProceed: mayStart, drafts, ...(pacer ? { pacer } : {}), now, delegated: deps.delegated === true }),
+        );
+  // Held back before anything left: not an attempt. Until the pause ends, or until the upload budget has room.
+  const held = (o: GraphOutcome): AttemptResult | null => {
+    if (!isHeld(o)) return null;
+    const retryAfterMs = o.kind === 'http' ? o.retryAfterMs : null;
+    return { decision: { action: 'postpone', untilMs: retryAfterMs !== null ? now() + retryAfterMs : Math.max(now(), deps.pausedUntil?.(entry.mailbox) ?? 0) } };
+  };
   const waitFirst = postponed(entry, deps);
   if (waitFirst) return waitFirst;
   let outcome = await send(token);
-  const pausedMidway = () => outcome.kind === 'http' && outcome.code === 'RelayPaused' ? postponed(entry, deps) ?? { decision: { action: 'postpone', untilMs: (deps.now ?? Date.now)() } } as AttemptResult : null;
-  const midway = pausedMidway();
-  if (midway) return midway;
   let decision = classifyOutcome(outcome);
-  if (decision.action !== 'refresh-token') return resultOf(outcome, decision);
-
+  const heldFirst = held(outcome);
+  if (heldFirst) return heldFirst;
+  if (decision.action !== 'refresh-token') return finish(outcome, decision, drafts);
   try {
     token = await deps.tokens.getToken({ forceRefresh: true });
   } catch (err) {
@@ -89,8 +110,8 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
   const waitAgain = postponed(entry, deps);
   if (waitAgain) return waitAgain;
   outcome = await send(token);
-  const midwayAgain = pausedMidway();
-  if (midwayAgain) return midwayAgain;
+  const heldAgain = held(outcome);
+  if (heldAgain) return heldAgain;
   decision = classifyOutcome(outcome);
   if (decision.action === 'refresh-token') {
     decision = {
@@ -101,5 +122,11 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
       pauseMailbox: false,
     };
   }
+  return finish(outcome, decision, drafts);
+}
+
+/** A message that failed for good gives its draft up (the clean-up queue deletes it). */
+async function finish(outcome: GraphOutcome, decision: Decision, drafts: DraftTracker): Promise<AttemptResult> {
+  if (decision.action === 'fail') await drafts.discard();
   return resultOf(outcome, decision);
 }

@@ -47,6 +47,8 @@ export class ClaimLoop {
   private readonly inFlight = new Map<string, { lease: Lease; done: Promise<void> }>();
   /** Pauses this node knows of (its own 429s and other nodes' notifications): checked before every request. */
   private readonly pauses = new Map<string, number>();
+  /** Requests outside attempts (draft clean-up) in flight per mailbox. */
+  private readonly extraInFlight = new Map<string, number>();
   private running = false;
   private claiming = false;
   private again = false;
@@ -115,6 +117,40 @@ export class ClaimLoop {
 
   pausedUntil(mailbox: string): number {
     return this.pauses.get(mailbox) ?? 0;
+  }
+
+  /**
+   * An operator's `queue retry`: the shared spool clears the claim's schedule itself; the no-extra-
+   * backoff rule of the single-node scheduler (issue 12, item 11) is not carried across nodes yet.
+   */
+  noteManualRetry(_id: string, _scheduledAt: number): void {}
+
+  /** A Retry-After seen outside an attempt (a draft's clean-up): paused here and for every node. */
+  pause(mailbox: string, untilMs: number): void {
+    this.notePause(mailbox, untilMs);
+    void this.spool.pauseMailbox(mailbox, untilMs).catch((err: Error) => {
+      this.logger.error({ event: 'delivery.pause_not_shared', mailbox, err: err.message }, 'could not share a Retry-After pause with the cluster');
+    });
+  }
+
+  /**
+   * A slot for a request outside an attempt (draft clean-up): refused while the mailbox is paused.
+   * The cluster's in-flight count lives in the leases; a clean-up DELETE is rare and not leased, so
+   * only this node's own requests are counted against the limit here.
+   */
+  tryAcquire(mailbox: string): boolean {
+    if (this.pausedUntil(mailbox) > this.clock.now()) return false;
+    let mine = this.extraInFlight.get(mailbox) ?? 0;
+    for (const { lease } of this.inFlight.values()) if (lease.entry.mailbox === mailbox) mine += 1;
+    if (mine >= this.options.maxInFlightPerMailbox) return false;
+    this.extraInFlight.set(mailbox, (this.extraInFlight.get(mailbox) ?? 0) + 1);
+    return true;
+  }
+
+  release(mailbox: string): void {
+    const left = (this.extraInFlight.get(mailbox) ?? 1) - 1;
+    if (left > 0) this.extraInFlight.set(mailbox, left);
+    else this.extraInFlight.delete(mailbox);
   }
 
   /** The cluster's in-flight leases for the mailbox (least-loaded routing). */

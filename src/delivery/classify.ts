@@ -4,7 +4,7 @@
  * permission problems (403, unknown mailbox) wait for a person instead of failing the queue.
  * Anything not in the table is retried: an unknown outcome must never lose mail.
  */
-import type { GraphOutcome } from '../graph/graph-call.js';
+import { LARGE_PATH_LOST, type GraphOutcome } from '../graph/graph-call.js';
 
 export type Decision =
   | { action: 'delivered' }
@@ -45,11 +45,21 @@ export const CLASSIFICATION_TABLE: readonly Row[] = [
     decide: (o) => retry('operator', `${describe(o)} - grant Mail.Send (application) with admin consent, and check application access policies / RBAC scope`, o, false),
   },
   {
+    // The large path's own 404s (a draft or upload session that expired or vanished) say nothing
+    // about the mailbox: large-message.ts already tried a fresh draft; the next attempt does again.
+    when: '404 on the large path (draft or upload session gone) is retried with a fresh draft',
+    matches: (s, c) => s === 404 && c === LARGE_PATH_LOST,
+    decide: (o) => retry('transient', `${describe(o)} - the draft or upload session was gone; the next attempt starts a fresh draft`, o, false),
+  },
+  {
     when: '404 (unknown mailbox, not enabled for REST) waits for a configuration fix',
     matches: (s) => s === 404,
     decide: (o) => retry('operator', `${describe(o)} - check graph.mailbox: the mailbox must exist in this tenant and be hosted in Exchange Online`, o, false),
   },
   { when: '408 request timeout is transient', matches: (s) => s === 408, decide: (o) => retry('transient', describe(o), o, false) },
+  // 409 Conflict and 423 Locked describe a state conflict and a locked resource (Graph's error
+  // reference, graph-api-facts §9): the same request can succeed later, so they are not failures.
+  { when: '409 conflict and 423 locked are transient', matches: (s) => s === 409 || s === 423, decide: (o) => retry('transient', describe(o), o, o.retryAfterMs !== null) },
   { when: '429 throttling pauses the mailbox for Retry-After', matches: (s) => s === 429, decide: (o) => retry('transient', describe(o), o, true) },
   {
     when: '413 and "maximum request length" are permanent: the message cannot fit a request',

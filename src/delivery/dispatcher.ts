@@ -7,14 +7,16 @@ import os from 'node:os';
 import { ClaimLoop, type ClaimLoopDeps, type ClusterSnapshot } from './claim-loop.js';
 import { Scheduler, type SchedulerOptions } from './scheduler.js';
 import type { SpoolEntry } from '../spool/entry.js';
+import type { MailboxGate } from './draft-cleanup.js';
 
-export interface Dispatcher {
+export interface Dispatcher extends MailboxGate {
   start(): void;
   enqueue(entry: SpoolEntry): void;
   /** False while this node is delivering the message (its outcome is about to be written). */
   forget(id: string): boolean;
   isInFlight(id: string): boolean;
-  pausedUntil(mailbox: string): number;
+  /** An operator retries this message now; `scheduledAt` is when its next automatic attempt was due. */
+  noteManualRetry(id: string, scheduledAt: number): void;
   queuedFor(mailbox: string): number;
   snapshot(): ClusterSnapshot;
   updateOptions(options: SchedulerOptions): void;

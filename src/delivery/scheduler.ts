@@ -104,6 +104,8 @@ export class Scheduler {
   /** Entries on hold: known (for queue depth), never dispatched. */
   private readonly held = new Map<string, SpoolEntry>();
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Messages an operator retried by hand, with the time their automatic attempt was due. */
+  private readonly manualRetries = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private running = false;
@@ -152,6 +154,34 @@ export class Scheduler {
   /** No request to this mailbox before this time (0: not paused). */
   pausedUntil(mailbox: string): number {
     return this.mailboxes.get(mailbox)?.pausedUntil ?? 0;
+  }
+
+  /** An operator retries this message now; `scheduledAt` is when its next automatic attempt was due. */
+  noteManualRetry(id: string, scheduledAt: number): void {
+    this.manualRetries.set(id, scheduledAt);
+  }
+
+  /**
+   * A Retry-After received outside a delivery attempt (a draft's clean-up request): the same pause
+   * for the mailbox, never shortened by a shorter one.
+   */
+  pause(mailbox: string, untilMs: number): void {
+    const state = this.mailbox(mailbox);
+    state.pausedUntil = Math.max(state.pausedUntil, untilMs);
+  }
+
+  /** One of the mailbox's in-flight slots for a request outside an attempt (draft clean-up); false while paused or full. */
+  tryAcquire(mailbox: string): boolean {
+    const state = this.mailbox(mailbox);
+    if (state.pausedUntil > this.deps.clock.now() || state.inFlight >= this.options.maxInFlightPerMailbox) return false;
+    state.inFlight += 1;
+    return true;
+  }
+
+  release(mailbox: string): void {
+    const state = this.mailbox(mailbox);
+    state.inFlight = Math.max(0, state.inFlight - 1);
+    this.pump();
   }
 
   start(): void {
@@ -290,7 +320,9 @@ export class Scheduler {
   }
 
   private async settle(state: MailboxState, entry: SpoolEntry, result: AttemptResult): Promise<void> {
-    const plan = planSettlement(entry, result, this.deps.clock.now(), this.options, this.deps.random);
+    const manual = this.manualRetries.get(entry.id);
+    this.manualRetries.delete(entry.id);
+    const plan = planSettlement(entry, result, this.deps.clock.now(), this.options, this.deps.random, manual);
     // Recorded before the first await (see dispatch): no request leaves once we know to wait.
     if (plan.pauseMailboxUntil !== null) state.pausedUntil = Math.max(state.pausedUntil, plan.pauseMailboxUntil);
     const { settlement } = plan;

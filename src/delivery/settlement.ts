@@ -24,10 +24,21 @@ export function planSettlement(
   now: number,
   options: { backoff: BackoffPolicy; maxQueueLifetimeMs: number },
   random?: () => number,
+  /** Set when this attempt was an operator's `queue retry`: when its automatic attempt was due. */
+  manualRetryOf?: number,
 ): SettlementPlan {
   const decision = result.decision;
   const attempts = entry.attempts + 1;
   const graph = stripUndefined({ status: result.status, code: result.code, requestId: result.requestId });
+  const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
+  // An operator's `queue retry` is not a failure: it keeps the automatic schedule it interrupted and
+  // adds no backoff step (issue 12, item 11). Graph's Retry-After still wins.
+  let next = nextAttemptAt(now, manualRetryOf === undefined ? attempts : entry.attempts, retryAfterMs, options.backoff, random);
+  if (manualRetryOf !== undefined && manualRetryOf > now && retryAfterMs === null) next = manualRetryOf;
+  // The pause holds whatever becomes of this message (even one that expires now): a shorter
+  // Retry-After (a 503's) never shortens a longer one already in force (issue 12, item 2) - callers
+  // keep the later of the two.
+  const pauseMailboxUntil = decision.action === 'retry' && decision.pauseMailbox ? next : null;
 
   if (decision.action === 'postpone') {
     // Not an attempt: nothing was sent, so nothing about it is recorded.
@@ -58,20 +69,18 @@ export function planSettlement(
     return {
       outcome: decision.action === 'fail' ? 'failed' : 'expired',
       settlement: { kind: 'failed', entry: failed },
-      pauseMailboxUntil: null,
+      pauseMailboxUntil,
       log: { level: 'error', fields: { event: 'delivery.failed', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, ...graph }, message: 'delivery failed permanently' },
     };
   }
   const kind = decision.action === 'retry' ? decision.kind : 'transient';
   const reason = decision.action === 'retry' ? decision.reason : 'token refresh requested';
-  const retryAfterMs = decision.action === 'retry' ? decision.retryAfterMs : null;
-  const next = nextAttemptAt(now, attempts, retryAfterMs, options.backoff, random);
   const deferred: SpoolEntry = { ...entry, attempts, nextAttemptAt: next, lastError: { at: now, kind, message: reason, ...graph } };
   const fields = { event: 'delivery.deferred', queueId: entry.id, mailbox: entry.mailbox, attempts, reason, retryInMs: next - now, ...graph };
   return {
     outcome: 'deferred',
     settlement: { kind: 'deferred', entry: deferred },
-    pauseMailboxUntil: decision.action === 'retry' && decision.pauseMailbox ? next : null,
+    pauseMailboxUntil,
     log:
       kind === 'operator'
         ? { level: 'error', fields: { ...fields, operatorActionRequired: true }, message: 'delivery deferred: needs an administrator' }

@@ -228,7 +228,10 @@ export class IdentityEmulator {
     const now = Date.now();
     const lifetime = this.tokenLifetimeSeconds;
     const roles = user ? [] : app.roles;
-    const delegated = user ? (app.delegatedScopes ?? []) : [];
+    // A delegated token carries the consented scopes that were asked for ("https://graph.../Mail.Send"
+    // or "Mail.Send"), as Entra issues them: a relay that never asks for Mail.ReadWrite never gets it.
+    const asked = new Set(scopes.map((s) => s.replace(/^https?:\/\/[^/]+\//, '')));
+    const delegated = user ? (app.delegatedScopes ?? []).filter((s) => asked.has(s) || asked.has('.default')) : [];
     const accessToken = unsignedJwt({ aud: this.graphResource(), tid: tenant, appid: app.clientId, roles, scp: delegated.join(' '), upn: user, iat: Math.floor(now / 1000), exp: Math.floor(now / 1000) + lifetime, jti: randomUUID() });
     this.tokens.set(accessToken, { clientId: app.clientId, tenantId: tenant, roles, user, scopes: user ? delegated : roles, expiresAt: now + lifetime * 1000 });
     const body: Record<string, unknown> = { token_type: 'Bearer', expires_in: lifetime, ext_expires_in: lifetime, access_token: accessToken };

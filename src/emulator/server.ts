@@ -178,7 +178,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     const auth = identity.lookup(header(req, 'authorization'));
     const mailboxKey = (mailboxId ?? auth.token?.user ?? '').toLowerCase();
     mail.requests.push({ route, mailbox: mailboxKey || null, at: Date.now(), status: 0, authorization: Boolean(header(req, 'authorization')) });
-    if (mailboxKey) mail.checkRetryAfter(mailboxKey, requestStartedAt(req));
+    if (mailboxKey) mail.checkRetryAfter(mailboxKey, requestStartedAt(req), route);
 
     const inFlight = (mail.inFlight.get(mailboxKey) ?? 0) + 1;
     mail.inFlight.set(mailboxKey, inFlight);
@@ -275,11 +275,14 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (route === 'uploadSession') {
         const item = (JSON.parse(body.toString('utf8')) as { AttachmentItem?: { name?: string; size?: number; contentType?: string; isInline?: boolean; contentId?: string } }).AttachmentItem;
         if (!item || typeof item.size !== 'number' || !item.name) return fail(graphError(400, 'ErrorInvalidRequest', 'AttachmentItem with name and size is required.'));
-        // Upload sessions are for 3 MB to 150 MB (graph-api-facts §2.1).
-        if (item.size < 3 * 1024 * 1024) return fail(graphError(400, 'ErrorAttachmentSizeShouldNotBeLessThanMinimumSize', 'Attachment size must be greater than the minimum size.'));
+        // Upload sessions are documented for 3 MB to 150 MB and accepted from 2 MiB (graph-api-facts §9):
+        // the emulator takes the documented lower end, so a relay that opened a session for a small
+        // attachment would be told, and one that posts a 3 MiB attachment as JSON hits the 4 MB limit.
+        if (item.size < mail.uploadSessionMinimum) return fail(graphError(400, 'ErrorAttachmentSizeShouldNotBeLessThanMinimumSize', 'Attachment size must be greater than the minimum size.'));
         if (item.size > 150 * 1024 * 1024) return fail(graphError(400, 'ErrorAttachmentSizeExceeded', 'The attachment exceeds the maximum size of 150 MB.'));
         const sid = randomBytes(16).toString('hex');
-        mail.uploads.set(sid, { draftId, name: item.name, size: item.size, contentType: item.contentType ?? 'application/octet-stream', isInline: item.isInline === true, ...(item.contentId ? { contentId: item.contentId } : {}), chunks: [], next: 0, authHeaderSeen: false });
+        mail.uploadMailboxes.set(sid, mailboxKey);
+        mail.uploads.set(sid, { mailbox: mailboxKey, draftId, name: item.name, size: item.size, contentType: item.contentType ?? 'application/octet-stream', isInline: item.isInline === true, ...(item.contentId ? { contentId: item.contentId } : {}), chunks: [], next: 0, authHeaderSeen: false });
         return sendJson(res, 201, { '@odata.context': `${baseUrl}/v1.0/$metadata#microsoft.graph.uploadSession`, uploadUrl: `${baseUrl}/upload/${sid}?authtoken=${randomBytes(16).toString('base64url')}`, expirationDateTime: new Date(Date.now() + 86_400_000).toISOString(), nextExpectedRanges: ['0-'] }, { 'request-id': requestId });
       }
       // route === 'send'
@@ -299,8 +302,15 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   async function handleUpload(req: IncomingMessage, res: ServerResponse, sid: string, method: string): Promise<void> {
     const session = mail.uploads.get(sid);
     const requestId = mail.newRequestId();
+    // The upload URL belongs to the draft's mailbox: its requests count against that mailbox's
+    // limits and its Retry-After like any other (graph-api-facts §9).
+    const mailboxKey = (session?.mailbox ?? mail.uploadMailboxes.get(sid) ?? '').toLowerCase();
+    const record = { route: 'upload', mailbox: mailboxKey || null, at: Date.now(), status: 0, authorization: Boolean(header(req, 'authorization')) };
+    mail.requests.push(record);
+    res.once('finish', () => (record.status = res.statusCode));
+    if (mailboxKey) mail.checkRetryAfter(mailboxKey, requestStartedAt(req), 'upload');
     if (header(req, 'authorization')) mail.uploadAuthorizationHeaders += 1;
-    if (await applyFault(faults.take('upload', null), req, res, 'upload', null)) return;
+    if (await applyFault(faults.take('upload', mailboxKey || null), req, res, 'upload', mailboxKey || null)) return;
     if (!session) {
       await drainQuietly(req);
       return sendJson(res, 404, graphErrorBody(requestId, undefined, 'ErrorItemNotFound', 'The upload session was not found or has expired.'));
@@ -309,6 +319,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       mail.uploads.delete(sid);
       res.writeHead(204);
       return void res.end();
+    }
+    if (method === 'GET') {
+      // Where the session stands, as the PUT answers say it (OneDrive documents this GET; Outlook's
+      // intermediate answers carry the same NextExpectedRanges, graph-api-facts §2.1).
+      return sendJson(res, 200, { ExpirationDateTime: new Date(Date.now() + 86_400_000).toISOString(), NextExpectedRanges: [`${session.next}-`] });
     }
     if (method !== 'PUT') return sendJson(res, 405, graphErrorBody(requestId, undefined, 'BadRequest', 'Use PUT.'));
     const range = parseContentRange(header(req, 'content-range'));

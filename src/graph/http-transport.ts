@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
-import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { Agent, DecoratorHandler, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { formatCause, networkCause, peerCertificate, type NetworkCause } from './network-cause.js';
 
 export interface HttpTransportOptions {
   /** Extra trusted CA certificates in PEM, added to the system store (never replacing it). */
@@ -21,8 +22,58 @@ export interface HttpResponse {
   body: Buffer;
 }
 
+export interface RequestInit {
+  method: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+  /**
+   * Asked when the connection is ready and right before the first byte of the request is written
+   * (undici's onRequestStart): false holds the request back (RequestHeldError), nothing is sent.
+   * A request that waited for a new connection (TLS handshake, a proxy's CONNECT) therefore never
+   * leaves after a Retry-After arrived in the meantime (issue 12, item 2).
+   */
+  mayStart?: () => boolean;
+}
+
+/** The request was held back by `mayStart` before any byte of it was written. */
+export class RequestHeldError extends Error {
+  readonly code = 'RELAY_REQUEST_HELD';
+  constructor() {
+    super('request held back before it was sent: the mailbox is paused by a Retry-After');
+  }
+}
+
+/** A request that got no HTTP answer, with its cause and fix in the message (network-cause.ts). */
+export class NetworkFailure extends Error {
+  readonly code: string;
+  constructor(readonly networkCause: NetworkCause) {
+    super(formatCause(networkCause));
+    this.code = networkCause.code;
+  }
+}
+
+// undici's DecoratorHandler forwards every callback (new and legacy style); its typings omit the methods.
+const ForwardingHandler = DecoratorHandler as unknown as new (handler: Dispatcher.DispatchHandler) => Dispatcher.DispatchHandler & { onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void };
+
+class GateHandler extends ForwardingHandler {
+  constructor(
+    handler: Dispatcher.DispatchHandler,
+    private readonly mayStart: () => boolean,
+  ) {
+    super(handler);
+  }
+
+  override onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    if (!this.mayStart()) {
+      controller.abort(new RequestHeldError());
+      return;
+    }
+    super.onRequestStart(controller, context);
+  }
+}
+
 export interface HttpTransport {
-  request(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<HttpResponse>;
+  request(url: string, init: RequestInit): Promise<HttpResponse>;
   close(): Promise<void>;
 }
 
@@ -38,6 +89,12 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
     if (value !== undefined) out[key.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
   }
   return out;
+}
+
+/** NO_PROXY as a list of host names or domain suffixes ("*" for all). */
+function noProxyMatches(noProxy: string, url: string): boolean {
+  const host = new URL(url).hostname;
+  return noProxy.split(/[\s,]+/).filter(Boolean).some((entry) => entry === '*' || host === entry.replace(/^\./, '') || host.endsWith(entry.startsWith('.') ? entry : `.${entry}`));
 }
 
 export function createHttpTransport(options: HttpTransportOptions): HttpTransport {
@@ -59,14 +116,25 @@ export function createHttpTransport(options: HttpTransportOptions): HttpTranspor
           noProxy: env.NO_PROXY ?? env.no_proxy ?? '',
         })
       : new Agent(common);
+  const gate = (mayStart: () => boolean) => dispatcher.compose((dispatch) => (opts, handler) => dispatch(opts, new GateHandler(handler, mayStart)));
   return {
     async request(url, init) {
-      const response = await request(url, {
-        method: init.method as Dispatcher.HttpMethod,
-        headers: init.headers,
-        body: init.body,
-        dispatcher,
-      });
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(url, {
+          method: init.method as Dispatcher.HttpMethod,
+          headers: init.headers,
+          body: init.body,
+          dispatcher: init.mayStart ? gate(init.mayStart) : dispatcher,
+        });
+      } catch (err) {
+        if (err instanceof RequestHeldError) throw err;
+        const proxy = options.proxy ?? (envProxy && !noProxyMatches(env.NO_PROXY ?? env.no_proxy ?? '', url) ? envProxy : null);
+        let cause = networkCause(err, url, proxy);
+        // Name the certificate that was not trusted: a TLS-inspecting proxy shows itself as its issuer.
+        if (cause.kind === 'certificate not trusted') cause = networkCause(err, url, proxy, await peerCertificate(url, proxy, Math.min(options.timeoutMs, 5000)));
+        throw new NetworkFailure(cause);
+      }
       const body = Buffer.from(await response.body.arrayBuffer());
       return { status: response.statusCode, headers: flattenHeaders(response.headers), body };
     },

@@ -8,15 +8,18 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseGraphError } from './graph-error.js';
-import type { GraphCall, GraphOutcome } from './graph-call.js';
-import type { HttpTransport } from './http-transport.js';
+import { heldOutcome, type CallOptions, type GraphCall, type GraphOutcome } from './graph-call.js';
+import { RequestHeldError, type HttpTransport } from './http-transport.js';
 import { sendLargeMessage, type LargeMessageHooks } from './large-message.js';
 import { parseRetryAfterMs } from './retry-after.js';
 
 export interface GraphMailer {
-  sendMime(mailbox: string, mime: Buffer, accessToken: string): Promise<GraphOutcome>;
+  /** `mayStart` is asked right before the request leaves (false: held back, nothing sent). */
+  sendMime(mailbox: string, mime: Buffer, accessToken: string, mayStart?: () => boolean): Promise<GraphOutcome>;
   /** The draft + upload-session path for messages over one request's size (large-message.ts). */
   sendLarge(mailbox: string, file: string, size: number, accessToken: string, hooks: LargeMessageHooks): Promise<GraphOutcome>;
+  /** Deletes a draft the large path gave up (the clean-up queue, draft-cleanup.ts). */
+  deleteDraft(mailbox: string, draftId: string, accessToken: string, mayStart?: () => boolean): Promise<GraphOutcome>;
 }
 
 export class HttpGraphMailer implements GraphMailer, GraphCall {
@@ -30,7 +33,7 @@ export class HttpGraphMailer implements GraphMailer, GraphCall {
     method: string,
     pathOrUrl: string,
     accessToken: string | null,
-    options: { body?: string | Buffer; contentType?: string; headers?: Record<string, string> } = {},
+    options: CallOptions = {},
   ): Promise<{ outcome: GraphOutcome; json: unknown }> {
     const url = /^https?:\/\//.test(pathOrUrl) ? pathOrUrl : `${this.endpoint.replace(/\/+$/, '')}/v1.0${pathOrUrl}`;
     try {
@@ -45,6 +48,7 @@ export class HttpGraphMailer implements GraphMailer, GraphCall {
           ...(options.headers ?? {}),
         },
         ...(options.body !== undefined ? { body: options.body } : {}),
+        ...(options.mayStart ? { mayStart: options.mayStart } : {}),
       });
       const error = response.status >= 300 ? parseGraphError(response.body, response.headers) : { requestId: response.headers['request-id'] };
       let json: unknown = null;
@@ -57,15 +61,21 @@ export class HttpGraphMailer implements GraphMailer, GraphCall {
       }
       return { outcome: { kind: 'http', status: response.status, ...error, retryAfterMs: parseRetryAfterMs(response.headers['retry-after'], this.now()) }, json };
     } catch (err) {
+      if (err instanceof RequestHeldError) return { outcome: heldOutcome(), json: null };
       const e = err as NodeJS.ErrnoException;
       return { outcome: { kind: 'network', message: e.message, ...(e.code ? { code: e.code } : {}) }, json: null };
     }
   }
 
-  async sendMime(mailbox: string, mime: Buffer, accessToken: string): Promise<GraphOutcome> {
+  async sendMime(mailbox: string, mime: Buffer, accessToken: string, mayStart?: () => boolean): Promise<GraphOutcome> {
     // MIME form of sendMail: the whole message base64-encoded as text/plain (graph-api-facts §1.3).
     // The mailbox is one encoded path segment, never a path (a peer allowed traversal: field-lessons.md).
-    const { outcome } = await this.call('POST', `/users/${encodeURIComponent(mailbox)}/sendMail`, accessToken, { body: mime.toString('base64'), contentType: 'text/plain' });
+    const { outcome } = await this.call('POST', `/users/${encodeURIComponent(mailbox)}/sendMail`, accessToken, { body: mime.toString('base64'), contentType: 'text/plain', ...(mayStart ? { mayStart } : {}) });
+    return outcome;
+  }
+
+  async deleteDraft(mailbox: string, draftId: string, accessToken: string, mayStart?: () => boolean): Promise<GraphOutcome> {
+    const { outcome } = await this.call('DELETE', `/users/${encodeURIComponent(mailbox)}/messages/${encodeURIComponent(draftId)}`, accessToken, mayStart ? { mayStart } : {});
     return outcome;
   }
 

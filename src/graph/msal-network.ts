@@ -3,7 +3,7 @@
  * Graph, works against a custom https authority (the emulator) without internet access, and never
  * reaches for the default https agent.
  */
-import type { INetworkModule, NetworkRequestOptions, NetworkResponse } from '@azure/msal-node';
+import { AuthError, type INetworkModule, type NetworkRequestOptions, type NetworkResponse } from '@azure/msal-node';
 import type { HttpTransport } from './http-transport.js';
 
 export class TransportNetworkModule implements INetworkModule {
@@ -18,7 +18,14 @@ export class TransportNetworkModule implements INetworkModule {
   }
 
   private async send<T>(method: string, url: string, options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
-    const response = await this.http.request(url, { method, ...(options?.headers ? { headers: options.headers } : {}), ...(options?.body !== undefined ? { body: options.body } : {}) });
+    let response;
+    try {
+      response = await this.http.request(url, { method, ...(options?.headers ? { headers: options.headers } : {}), ...(options?.body !== undefined ? { body: options.body } : {}) });
+    } catch (err) {
+      // MSAL replaces any other error with "See https://aka.ms/msal.js.errors#network_error"; an
+      // AuthError passes through, so the cause and its fix (network-cause.ts) reach logs and check.
+      throw new AuthError('network_error', '', (err as Error).message);
+    }
     // MSAL remembers a 429/5xx from the token endpoint and then refuses identical requests locally for
     // 60 s or more (ThrottlingUtils, graph-api-facts §5.2). The spool's backoff already paces retries,
     // so such answers surface as a transient error instead and never enter MSAL's throttle cache.

@@ -28,6 +28,11 @@ export interface MsalSettings {
   auth: AuthConfig;
   http: HttpTransport;
   cachePlugin?: ICachePlugin;
+  /**
+   * Messages over one request's size can arrive (smtp.maxMessageSize): they go as drafts with upload
+   * sessions, which need Mail.ReadWrite besides Mail.Send, delegated as well as application (§2.3, §9).
+   */
+  largeMessages?: boolean;
 }
 
 /**
@@ -121,6 +126,7 @@ class AppOnlyTokenProvider implements TokenProvider {
 
 /** Delegated flows (password, device code): tokens for the signed-in mailbox, renewed with the refresh token. */
 class DelegatedTokenProvider implements TokenProvider {
+  readonly delegated = true;
   private account: AccountInfo | null = null;
 
   constructor(
@@ -161,9 +167,13 @@ function loginRequired(detail?: string): TokenError {
   return new TokenError(`login required: run \`smtp-graph-relay login --config FILE\` to sign in again${detail ? ` (${detail})` : ''}`, LOGIN_REQUIRED, false);
 }
 
-/** Delegated scopes: Mail.Send on the cloud's Graph resource (MSAL adds openid, profile, offline_access). */
-export function delegatedScopes(endpoint: string): string[] {
-  return [`${endpoint.replace(/\/+$/, '')}/Mail.Send`];
+/**
+ * Delegated scopes on the cloud's Graph resource (MSAL adds openid, profile, offline_access):
+ * Mail.Send, and Mail.ReadWrite when large messages (drafts, upload sessions) are enabled.
+ */
+export function delegatedScopes(endpoint: string, largeMessages = false): string[] {
+  const resource = endpoint.replace(/\/+$/, '');
+  return [`${resource}/Mail.Send`, ...(largeMessages ? [`${resource}/Mail.ReadWrite`] : [])];
 }
 
 function deviceCodeCache(auth: Extract<AuthConfig, { method: 'deviceCode' }>): FileTokenCachePlugin {
@@ -180,7 +190,7 @@ export async function deviceCodeLogin(settings: MsalSettings, show: (message: st
   const config = await baseConfiguration({ ...settings, cachePlugin: deviceCodeCache(auth) });
   const app = new PublicClientApplication(config);
   try {
-    const result = await app.acquireTokenByDeviceCode({ scopes: delegatedScopes(settings.endpoint), deviceCodeCallback: (response) => show(response.message) });
+    const result = await app.acquireTokenByDeviceCode({ scopes: delegatedScopes(settings.endpoint, settings.largeMessages === true), deviceCodeCallback: (response) => show(response.message) });
     if (!result?.account) throw new TokenError('sign-in returned no account', 'no_account', false);
     return { username: result.account.username };
   } catch (err) {
@@ -209,13 +219,13 @@ export async function createMsalTokenProvider(settings: MsalSettings): Promise<T
       return new AppOnlyTokenProvider(new ConfidentialClientApplication(config), scope, 'federated assertion (app-only)');
     case 'password': {
       const app = new PublicClientApplication(config);
-      const scopes = delegatedScopes(settings.endpoint);
+      const scopes = delegatedScopes(settings.endpoint, settings.largeMessages === true);
       const signIn = async () => (await app.acquireTokenByUsernamePassword({ scopes, username: auth.username, password: auth.password }))?.account ?? null;
       return new DelegatedTokenProvider(app, scopes, `password (delegated, ${auth.username})`, signIn);
     }
     case 'deviceCode': {
       const app = new PublicClientApplication({ ...config, cache: { cachePlugin: deviceCodeCache(auth) } });
-      return new DelegatedTokenProvider(app, delegatedScopes(settings.endpoint), 'device code (delegated)', null);
+      return new DelegatedTokenProvider(app, delegatedScopes(settings.endpoint, settings.largeMessages === true), 'device code (delegated)', null);
     }
   }
 }

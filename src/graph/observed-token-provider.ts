@@ -25,6 +25,10 @@ export class ObservedTokenProvider implements TokenProvider {
     return this.inner.description;
   }
 
+  get delegated(): boolean {
+    return this.inner.delegated === true;
+  }
+
   async getToken(options?: { forceRefresh?: boolean }): Promise<string> {
     try {
       const token = await this.inner.getToken(options);

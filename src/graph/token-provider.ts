@@ -3,6 +3,8 @@ export interface TokenProvider {
   getToken(options?: { forceRefresh?: boolean }): Promise<string>;
   /** For logs and `check`: which flow, never a secret. */
   readonly description: string;
+  /** A user's delegated token (password, deviceCode) rather than the app's own: permissions are of the delegated type. */
+  readonly delegated?: boolean;
 }
 
 /**

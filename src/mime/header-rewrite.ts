@@ -62,7 +62,8 @@ export function bccField(addresses: readonly string[]): string {
 export function rewrittenFrom(original: string, mailbox: string): { from: string; replyTo: string | null } {
   const parsed = addressparser(original, { flatten: true })[0];
   const address = parsed?.address ?? '';
-  const name = (parsed?.name ? libmime.decodeWords(parsed.name) : address).replace(/@/g, ' at ').replace(/[\r\n"\\]/g, ' ').trim();
+  const written = displayNameOf(original);
+  const name = (written ? libmime.decodeWords(written) : address).replace(/@/g, ' at ').replace(/[\r\n"\\]/g, ' ').trim();
   // eslint-disable-next-line no-control-regex
   const display = /^[\x20-\x7e]*$/.test(name) ? `"${name}"` : libmime.encodeWord(name, 'Q', 60);
   return { from: `From: ${name ? `${display} ` : ''}<${mailbox}>\r\n`, replyTo: address ? `Reply-To: <${address}>\r\n` : null };
@@ -87,10 +88,21 @@ function envelopeOnlyField(field: HeaderField, envelope: ReadonlySet<string>): B
   return [Buffer.from(`${label}: ${kept.map((a) => formatAddress(a.name, canonicalAddress(a.address))).join(',\r\n ')}\r\n`), original];
 }
 
-/** `"printer@contoso.com" <relay@...>`: a display name that contains an address. */
+/**
+ * The display name as written. addressparser drops a name equal to the address
+ * (`"sw@contoso.example" <sw@contoso.example>`, as sendemail writes it), so the phrase before
+ * "<" is read here too.
+ */
+function displayNameOf(fromValue: string): string {
+  const parsed = addressparser(fromValue, { flatten: true })[0]?.name ?? '';
+  if (parsed) return parsed;
+  const phrase = /^\s*(?:"((?:[^"\\]|\\.)*)"|([^"<]*?))\s*<[^>]*>\s*$/.exec(fromValue.replace(/\r?\n[ \t]/g, ' '));
+  return (phrase?.[1] ?? phrase?.[2] ?? '').replace(/\\(.)/g, '$1').trim();
+}
+
+/** `"printer@contoso.com" <relay@...>`: a display name that contains an address (its own included). */
 export function displayNameLooksLikeAddress(fromValue: string): boolean {
-  const name = addressparser(fromValue, { flatten: true })[0]?.name ?? '';
-  return /[^\s@]+@[^\s@]+/.test(libmime.decodeWords(name));
+  return /[^\s@]+@[^\s@]+/.test(libmime.decodeWords(displayNameOf(fromValue)));
 }
 
 export function rewriteHeader(

@@ -5,9 +5,10 @@
 import type { Writable } from 'node:stream';
 import { createGraphClients } from '../app.js';
 import type { RelayConfig } from '../config/schema.js';
+import { SINGLE_REQUEST_LIMIT } from '../graph/large-message.js';
 import { TokenError } from '../graph/token-provider.js';
 import { formatRfc5322Date } from '../mime/rfc5322-date.js';
-import { diagnoseAadsts, diagnoseGraph, MISSING_MAIL_SEND, type Diagnosis } from './diagnosis.js';
+import { diagnoseAadsts, diagnoseGraph, diagnoseNetwork, MISSING_MAIL_SEND, type Diagnosis } from './diagnosis.js';
 
 export interface CheckOptions {
   sendTo?: string | undefined;
@@ -47,21 +48,28 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
       say('ok    token acquired');
     } catch (err) {
       const e = TokenError.from(err, false);
+      const network = e.errorCode === 'network_error' ? diagnoseNetwork(e.message) : null;
       const detail = e.transient ? `${e.message} (network or service problem: check proxy, firewall and DNS for ${new URL(config.graph.authorityHost).host})` : e.message;
-      return fail(`token${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}`, diagnoseAadsts(e.aadsts), detail);
+      return fail(`token${e.aadsts ? ` (AADSTS${e.aadsts})` : ''}`, network ?? diagnoseAadsts(e.aadsts), detail);
     }
     const permissions = tokenPermissions(token);
+    const type = tokens.delegated ? 'Delegated' : 'Application';
     if (permissions && !permissions.includes('Mail.Send')) return fail('permission', MISSING_MAIL_SEND, 'no Mail.Send');
-    if (permissions) say(`ok    token grants Mail.Send${permissions.includes('Mail.ReadWrite') ? ' and Mail.ReadWrite' : ''}`);
-    if (permissions && !permissions.includes('Mail.ReadWrite')) {
-      say('warn  no Mail.ReadWrite: messages over 3 MB (scans with attachments) are sent as a draft with upload sessions and will wait in the queue');
-      say('      fix: add Mail.ReadWrite (same type as Mail.Send) and grant admin consent, or keep smtp.maxMessageSize at 3MB');
+    if (permissions) say(`ok    token grants Mail.Send${permissions.includes('Mail.ReadWrite') ? ' and Mail.ReadWrite' : ''} (${type.toLowerCase()})`);
+    // Drafts and upload sessions (messages over one request) need Mail.ReadWrite of the same type (graph-api-facts §2.3, §9).
+    const largeMessages = config.smtp.maxMessageSize > SINGLE_REQUEST_LIMIT;
+    if (permissions && largeMessages && !permissions.includes('Mail.ReadWrite')) {
+      say(`warn  no Mail.ReadWrite: messages over 3 MB (${SINGLE_REQUEST_LIMIT} bytes; scans with attachments) are sent as a draft with upload sessions and will wait in the queue`);
+      say(`      fix: add Mail.ReadWrite as a *${type}* permission and grant admin consent${tokens.delegated ? ', then sign in again (`smtp-graph-relay login` for deviceCode)' : ''}, or set smtp.maxMessageSize to 3MB`);
+    }
+    if (tokens.delegated && largeMessages) {
+      say('note  delegated sign-in: attachment upload sessions work only in the signed-in user\'s own mailbox, so graph.mailbox must be that user');
     }
 
     const mailbox = config.graph.mailbox;
     if (!mailbox) return fail('mailbox', { cause: 'graph.mailbox is not set, so the relay has no mailbox to send from', fix: 'set graph.mailbox to the UPN of the sending mailbox' }, '');
     const { outcome: lookup } = await mailer.call('GET', `/users/${encodeURIComponent(mailbox)}`, token);
-    if (lookup.kind === 'network') return fail(`mailbox ${mailbox}`, null, `network error ${lookup.code ?? ''} ${lookup.message}`);
+    if (lookup.kind === 'network') return fail(`mailbox ${mailbox}`, diagnoseNetwork(lookup.message), `network error ${lookup.code ?? ''} ${lookup.message}`);
     if (lookup.status === 200) say(`ok    mailbox ${mailbox} exists`);
     else if (lookup.status === 403) say('note  mailbox lookup not permitted (the app needs User.Read.All only for this check, not for sending)');
     else return fail(`mailbox ${mailbox} (HTTP ${lookup.status} ${lookup.code ?? ''})`, diagnoseGraph(lookup.status, lookup.code, lookup.message), lookup.message ?? '');
@@ -75,7 +83,7 @@ export async function runCheck(config: RelayConfig, options: CheckOptions): Prom
       `From: ${from}\r\nTo: ${options.sendTo}\r\nSubject: smtp-graph-relay connection test\r\nDate: ${formatRfc5322Date(Date.now())}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis message was sent by "smtp-graph-relay check". Sending works.\r\n`,
     );
     const outcome = await mailer.sendMime(mailbox, mime, token);
-    if (outcome.kind === 'network') return fail('sendMail', null, `network error ${outcome.code ?? ''} ${outcome.message}`);
+    if (outcome.kind === 'network') return fail('sendMail', diagnoseNetwork(outcome.message), `network error ${outcome.code ?? ''} ${outcome.message}`);
     if (outcome.status === 202) {
       say(`ok    test message from ${from} accepted by Graph for ${options.sendTo} (request-id ${outcome.requestId ?? '?'})`);
       return 0;

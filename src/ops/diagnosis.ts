@@ -60,3 +60,9 @@ export const MISSING_MAIL_SEND: Diagnosis = {
   cause: 'the token carries no Mail.Send permission',
   fix: 'in API permissions add Microsoft Graph > Mail.Send (Application for app-only methods, Delegated for password/deviceCode) and click "Grant admin consent"',
 };
+
+/** A network failure's message as the transport words it ("<cause>; fix: <fix>", graph/network-cause.ts) as a Diagnosis. */
+export function diagnoseNetwork(message: string): Diagnosis | null {
+  const at = message.lastIndexOf('; fix: ');
+  return at === -1 ? null : { cause: message.slice(0, at), fix: message.slice(at + '; fix: '.length) };
+}

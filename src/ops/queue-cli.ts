@@ -61,7 +61,13 @@ function describeItem(item: QueueItem, now: number): string {
   return lines.join('\n');
 }
 
-export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: Writable, err: Writable): Promise<number> {
+/** What a queue command uses: the admin address, and the spool directory only when no relay answers there (loaded then). */
+export interface QueueCliConfig {
+  admin: RelayConfig['admin'];
+  spool: () => Promise<RelayConfig['spool']>;
+}
+
+export async function runQueueCli(config: QueueCliConfig, args: QueueCliArgs, out: Writable, err: Writable): Promise<number> {
   const call = callFor(args);
   if (typeof call === 'string') {
     err.write(`${call}\n`);
@@ -82,7 +88,8 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
   if (result === null) {
     // Nothing listens on admin.listen: the relay is not running, so the files are ours.
     // With spool.backend: postgres this is the shared queue itself (leased messages are refused).
-    const spool = config.spool.backend === 'postgres' ? new PgSpool({ url: config.spool.postgres.url as string }) : new FsSpool(config.spool.dir);
+    const spoolConfig = await config.spool();
+    const spool = spoolConfig.backend === 'postgres' ? new PgSpool({ url: spoolConfig.postgres.url as string }) : new FsSpool(spoolConfig.dir);
     try {
       await spool.recover();
     } catch (e) {
@@ -90,7 +97,7 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
       // A relay runs on this spool but its admin API is off or elsewhere: its files are not ours
       // (a hold written here was lost; a listing deleted the tmp/ file of a message in DATA).
       const admin = config.admin.listen === false ? 'its admin API is off (admin.listen: false)' : `nothing answered on admin.listen ${config.admin.listen}`;
-      err.write(`queue ${args.action}: a running relay (PID ${e.pid ?? 'unknown'}) holds spool.dir ${config.spool.dir} and ${admin}; nothing was read or changed. Manage its queue through its admin API (set admin.listen and restart it), or stop it first.\n`);
+      err.write(`queue ${args.action}: a running relay (PID ${e.pid ?? 'unknown'}) holds spool.dir ${spoolConfig.dir} and ${admin}; nothing was read or changed. Manage its queue through its admin API (set admin.listen and restart it), or stop it first.\n`);
       return 1;
     }
     try {

@@ -39,6 +39,8 @@ export class QueueControl {
     private readonly spool: Spool,
     private readonly scheduler: Dispatcher | null,
     private readonly clock: Clock,
+    /** The draft clean-up queue: a deleted message's half-built draft is deleted too (draft-cleanup.ts). */
+    private readonly drafts: { discard(queueId: string): Promise<void> } | null = null,
   ) {}
 
   private inFlight(id: string): boolean {
@@ -83,6 +85,7 @@ export class QueueControl {
     this.claim(id);
     const entry: SpoolEntry = { ...item.entry, nextAttemptAt: now };
     await this.spool.update(entry);
+    if (item.entry.attempts > 0) this.scheduler?.noteManualRetry(id, item.entry.nextAttemptAt);
     this.scheduler?.enqueue(entry);
     return { id, state: stateOf(entry, 'queue', false), entry };
   }
@@ -124,6 +127,7 @@ export class QueueControl {
     if (item.state === 'failed') return this.spool.deleteFailed(id);
     this.claim(id);
     await this.spool.remove(id);
+    await this.drafts?.discard(id);
   }
 
   /** Deletes failed messages that failed more than olderThanMs ago; returns how many. */

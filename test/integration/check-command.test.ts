@@ -16,6 +16,7 @@ beforeAll(async () => {
       { clientId: CLIENT_ID, tenantId: TENANT, secrets: [CLIENT_SECRET], expiredSecrets: ['old-secret'], roles: ['Mail.Send', 'User.Read.All'] },
       { clientId: 'no-perms', tenantId: TENANT, secrets: [CLIENT_SECRET], roles: [] },
       { clientId: 'public', tenantId: TENANT, secrets: [], roles: [], publicClient: true, delegatedScopes: ['Mail.Send'] },
+      { clientId: 'public-rw', tenantId: TENANT, secrets: [], roles: [], publicClient: true, delegatedScopes: ['Mail.Send', 'Mail.ReadWrite'] },
       { clientId: 'no-consent', tenantId: TENANT, secrets: [], roles: [], publicClient: true, delegatedScopes: [] },
     ],
     users: [
@@ -83,6 +84,18 @@ describe('check diagnoses', () => {
     const { code, output } = await check({});
     expect(code).toBe(0);
     expect(output).toContain('warn  no Mail.ReadWrite: messages over 3 MB');
+  });
+
+  it('delegated sign-ins ask for Mail.ReadWrite when large messages are enabled, and check says so', async () => {
+    const granted = await check(password(MAILBOX, 'right', 'public-rw'));
+    expect(granted.code).toBe(0);
+    expect(granted.output).toContain('ok    token grants Mail.Send and Mail.ReadWrite (delegated)');
+    expect(granted.output).toContain("upload sessions work only in the signed-in user's own mailbox");
+    const missing = await check(password(MAILBOX, 'right', 'public'));
+    expect(missing.output).toContain('warn  no Mail.ReadWrite');
+    expect(missing.output).toContain('add Mail.ReadWrite as a *Delegated* permission');
+    const app = await check({});
+    expect(app.output).toContain('add Mail.ReadWrite as a *Application* permission');
   });
 
   it('a token without Mail.Send: permission missing', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { attemptDelivery, MAX_SINGLE_REQUEST_MIME_BYTES } from '../../src/delivery/attempt.js';
-import type { GraphOutcome } from '../../src/graph/graph-call.js';
+import { heldOutcome, type GraphOutcome } from '../../src/graph/graph-call.js';
 import type { GraphMailer } from '../../src/graph/mailer.js';
 import { TokenError, type TokenProvider } from '../../src/graph/token-provider.js';
 import type { SpoolEntry } from '../../src/spool/entry.js';
@@ -34,6 +34,9 @@ function fakes(outcomes: GraphOutcome[], tokenError?: TokenError) {
     async sendMime(_mailbox, _mime, token) {
       sent.push(token);
       return outcomes.shift() ?? { kind: 'http', status: 202, retryAfterMs: null };
+    },
+    async deleteDraft() {
+      return { kind: 'http', status: 204, retryAfterMs: null };
     },
     async sendLarge(_mailbox, file, size, token) {
       sent.push(`large:${token}:${file}:${size}`);
@@ -86,5 +89,24 @@ describe('one delivery attempt', () => {
     const result = await attemptDelivery(entry, { ...f, now: () => 1000, pausedUntil: () => 5000 });
     expect(result.decision).toEqual({ action: 'postpone', untilMs: 5000 });
     expect(f.sent).toEqual([]);
+  });
+
+  it('postpones, without counting an attempt, a request held back as it left or a large message waiting for upload budget', async () => {
+    const paused = fakes([heldOutcome()]);
+    let pausedUntil = 0;
+    const heldAtStart = await attemptDelivery(entry, { ...paused, now: () => 1000, pausedUntil: () => pausedUntil, mailer: { ...paused.mailer, sendMime: async (...args) => ((pausedUntil = 4000), paused.mailer.sendMime(...args)) } });
+    expect(heldAtStart.decision).toEqual({ action: 'postpone', untilMs: 4000 });
+    const paced = fakes([heldOutcome(60_000)]);
+    const waiting = await attemptDelivery({ ...entry, size: MAX_SINGLE_REQUEST_MIME_BYTES + 1 }, { ...paced, now: () => 1000 });
+    expect(waiting.decision).toEqual({ action: 'postpone', untilMs: 61_000 });
+  });
+
+  it('gives the draft up when a large message fails for good', async () => {
+    const f = fakes([http(400, 'ErrorInvalidRecipients')]);
+    const discarded: string[] = [];
+    const tracker = { current: () => null, created: async () => undefined, progress: () => undefined, discard: async () => void discarded.push(entry.id), sent: async () => undefined };
+    const result = await attemptDelivery({ ...entry, size: MAX_SINGLE_REQUEST_MIME_BYTES + 1 }, { ...f, drafts: () => tracker });
+    expect(result.decision).toMatchObject({ action: 'fail' });
+    expect(discarded).toEqual([entry.id]);
   });
 });

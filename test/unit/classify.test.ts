@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { classifyOutcome, CLASSIFICATION_TABLE } from '../../src/delivery/classify.js';
-import type { GraphOutcome } from '../../src/graph/graph-call.js';
+import { LARGE_PATH_LOST, type GraphOutcome } from '../../src/graph/graph-call.js';
 
 const http = (status: number, code?: string, message?: string, retryAfterMs: number | null = null): GraphOutcome => ({ kind: 'http', status, retryAfterMs, ...(code ? { code } : {}), ...(message ? { message } : {}) });
 
 describe('Graph outcome classification (one test per table row)', () => {
   it('has a row for each documented case', () => {
-    expect(CLASSIFICATION_TABLE.map((r) => r.when)).toHaveLength(10);
+    expect(CLASSIFICATION_TABLE.map((r) => r.when)).toHaveLength(12);
   });
 
   it('2xx means Graph accepted the message', () => {
@@ -28,6 +28,16 @@ describe('Graph outcome classification (one test per table row)', () => {
   it('404 (unknown mailbox, not enabled for REST) waits for a configuration fix', () => {
     expect(classifyOutcome(http(404, 'MailboxNotEnabledForRESTAPI'))).toMatchObject({ action: 'retry', kind: 'operator' });
     expect(classifyOutcome(http(404, 'ErrorInvalidUser'))).toMatchObject({ action: 'retry', kind: 'operator', reason: expect.stringContaining('graph.mailbox') });
+  });
+
+  it('404 on the large path (draft or upload session gone) is retried with a fresh draft', () => {
+    expect(classifyOutcome(http(404, LARGE_PATH_LOST, 'upload: ErrorItemNotFound'))).toMatchObject({ action: 'retry', kind: 'transient', reason: expect.stringContaining('fresh draft') });
+  });
+
+  it('409 conflict and 423 locked are transient', () => {
+    expect(classifyOutcome(http(409, 'ErrorIrresolvableConflict'))).toMatchObject({ action: 'retry', kind: 'transient' });
+    expect(classifyOutcome(http(423, 'ErrorItemLocked'))).toMatchObject({ action: 'retry', kind: 'transient' });
+    expect(classifyOutcome(http(423, undefined, undefined, 3000))).toMatchObject({ action: 'retry', kind: 'transient', retryAfterMs: 3000, pauseMailbox: true });
   });
 
   it('408 request timeout is transient', () => {

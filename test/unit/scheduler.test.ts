@@ -94,6 +94,39 @@ describe('scheduler', () => {
     expect(entry).toBeUndefined();
   });
 
+  it('never shortens a pause: a shorter Retry-After (503) or a network error after a 429 leaves it in force', async () => {
+    const results: AttemptResult[] = [
+      { decision: { action: 'retry', kind: 'transient', reason: 'HTTP 429', retryAfterMs: 600, pauseMailbox: true }, status: 429 },
+      { decision: { action: 'retry', kind: 'transient', reason: 'HTTP 503', retryAfterMs: 50, pauseMailbox: true }, status: 503 },
+      { decision: { action: 'retry', kind: 'transient', reason: 'network error: ECONNRESET', retryAfterMs: null, pauseMailbox: false } },
+    ];
+    const starts: number[] = [];
+    let release: () => void = () => undefined;
+    const firstThree = new Promise<void>((r) => (release = r));
+    const scheduler = new Scheduler(options, {
+      spool,
+      clock: { now: Date.now },
+      logger: silentLogger(),
+      attempt: async (): Promise<AttemptResult> => {
+        starts.push(Date.now());
+        const result = results.shift();
+        if (!result) return { decision: { action: 'delivered' } };
+        if (results.length === 0) release();
+        // The three answers arrive in order, while all three are in flight.
+        await firstThree;
+        await new Promise((r) => setTimeout(r, 5 * (3 - results.length)));
+        return result;
+      },
+    });
+    for (let i = 0; i < 3; i++) scheduler.enqueue(await queued('a@x'));
+    scheduler.start();
+    await until(() => starts.length === 3);
+    await until(() => scheduler.pausedUntil('a@x') > 0);
+    const throttledAt = Date.now();
+    await until(() => starts.length === 6, 5000);
+    for (const start of starts.slice(3)) expect(start).toBeGreaterThanOrEqual(throttledAt + 600 - 20);
+  });
+
   it('records attempts and the last error on disk when deferring, then moves expired mail to failed/', async () => {
     const scheduler = new Scheduler(
       { ...options, maxQueueLifetimeMs: 1000 },
