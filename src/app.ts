@@ -262,7 +262,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let admin: RunningAdmin | null = null;
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
-    admin = await startAdmin(host, port, { metrics, queue, readiness, logger });
+    admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token });
   }
   logger.info(
     {

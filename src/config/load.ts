@@ -62,7 +62,8 @@ function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
   let message = issue.message;
   // Never echo what was received for a secret key: zod messages can include the input.
   const last = issue.path[issue.path.length - 1];
-  if (typeof last === 'string' && SECRET_KEYS.has(last)) message = 'invalid value (not shown: secret)';
+  // A length rule's message names the rule, never the value, so it stays (it says what to fix).
+  if (typeof last === 'string' && SECRET_KEYS.has(last) && issue.code !== 'too_small') message = 'invalid value (not shown: secret)';
   if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) message = 'required';
   const hint = HINTS.find(([pattern]) => pattern.test(path))?.[1];
   return [{ path, message: hint ? `${message} - ${hint}` : message }];

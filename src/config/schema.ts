@@ -3,7 +3,8 @@
  * export) editor completion all come from this file. Objects are strict: unknown keys are errors.
  */
 import { z } from 'zod';
-import { isLoopbackHost, parseCidr } from '../net/address-policy.js';
+import { parseCidr } from '../net/address-policy.js';
+import { adminExposureProblem, exposedListeners, openRelayProblem, smtpListeners } from './exposure.js';
 import { parseDurationMs, parseHostPort, parseSizeBytes } from './units.js';
 
 const duration = z
@@ -199,15 +200,11 @@ export const configSchema = z.strictObject({
     })
     .prefault({})
     .superRefine((smtp, ctx) => {
-      const exposed = [...smtp.listen, ...(smtp.tls?.implicitListen ?? [])].filter((l) => !isLoopbackHost(parseHostPort(l)?.host ?? ''));
-      // No open relay by default: a relay reachable from the network must restrict who may use it.
-      if (exposed.length > 0 && !smtp.allowedClients && !smtp.auth.required) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['listen'],
-          message: `listening on ${exposed.join(', ')} (not loopback) without smtp.allowedClients or smtp.auth.required would make this an open relay: anyone who can reach the port could send mail as your organisation. Fix: set smtp.allowedClients to the senders' networks (e.g. ["10.0.0.0/8"]) and/or smtp.auth.required: true with smtp.auth.users`,
-        });
-      }
+      const listeners = smtpListeners(smtp);
+      const exposed = exposedListeners(listeners);
+      // No open relay by default: the same check runs on the listeners a reload cannot move (app.ts).
+      const openRelay = openRelayProblem(listeners, smtp);
+      if (openRelay) ctx.addIssue({ code: 'custom', path: ['listen'], message: openRelay });
       if (smtp.auth.required && smtp.auth.users.length === 0) {
         ctx.addIssue({ code: 'custom', path: ['auth', 'users'], message: 'auth.required is true but no users are defined: nobody could send. Add users with passwordHash from `smtp-graph-relay hash-password`' });
       }
@@ -282,8 +279,17 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Metrics, health and queue API; false turns it off. Loopback by default: it can change the queue. */
       listen: z.union([listenAddress, z.literal(false)]).prefault('127.0.0.1:9925'),
+      /**
+       * Bearer token for every admin endpoint but /healthz, e.g. "${ADMIN_TOKEN}"; optional on
+       * loopback, required when admin.listen is not. 16 characters at least (`openssl rand -hex 32`).
+       */
+      token: z.string().min(16, 'admin.token needs at least 16 characters; generate one with `openssl rand -hex 32`').optional(),
     })
-    .prefault({}),
+    .prefault({})
+    .superRefine((admin, ctx) => {
+      const problem = adminExposureProblem(admin);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['listen'], message: problem });
+    }),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).prefault('info'),
@@ -296,6 +302,6 @@ export type RelayConfig = z.output<typeof configSchema>;
 export type AuthConfig = RelayConfig['graph']['auth'];
 
 /** Keys whose values are secrets: redacted in --print-config and never logged. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'password', 'privateKeyPassphrase', 'passwordHash', 'tokenCacheKey']);
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'password', 'privateKeyPassphrase', 'passwordHash', 'tokenCacheKey', 'token']);
 export type SmtpAuthUser = RelayConfig['smtp']['auth']['users'][number];
 export type RouteConfig = RelayConfig['routes'][number];

@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { httpBaseUrl } from '../config/units.js';
 import type { Logger } from '../log.js';
+import { guardAdminRequest } from './admin-guard.js';
 import type { RelayMetrics } from './metrics.js';
 import { runQueueRequest, type QueueControl } from './queue-control.js';
 
@@ -20,6 +21,8 @@ export interface AdminDeps {
   queue: QueueControl;
   readiness: () => Promise<Readiness>;
   logger: Logger;
+  /** admin.token: when set, every endpoint but /healthz needs it as a Bearer token. */
+  token?: string | undefined;
 }
 
 export interface RunningAdmin {
@@ -36,7 +39,13 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 }
 
 export async function startAdmin(host: string, port: number, deps: AdminDeps): Promise<RunningAdmin> {
+  const policy = { listenHost: host, token: deps.token };
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    // Host, Origin, Content-Type and token first, for every route (admin-guard.ts says why).
+    const allowed = guardAdminRequest(req, res, policy, (refusal) =>
+      deps.logger.warn({ event: 'admin.refused', status: refusal.status, reason: refusal.reason, method: req.method, path: req.url?.split('?')[0], remote: req.socket.remoteAddress }, 'admin request refused'),
+    );
+    if (!allowed) return;
     const url = new URL(req.url ?? '/', 'http://admin');
     const method = req.method ?? 'GET';
     const parts = url.pathname.split('/').filter(Boolean);

@@ -69,7 +69,9 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
     try {
-      const response = await request(`${httpBaseUrl(host, port)}${call.path}`, { method: call.method, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      // The admin guard (admin-guard.ts) wants JSON on state-changing requests and the token, when set, on all.
+      const headers: Record<string, string> = { 'content-type': 'application/json', ...(config.admin.token ? { authorization: `Bearer ${config.admin.token}` } : {}) };
+      const response = await request(`${httpBaseUrl(host, port)}${call.path}`, { method: call.method, headers, ...(call.method === 'POST' ? { body: '{}' } : {}), headersTimeout: 10_000, bodyTimeout: 10_000 });
       result = { status: response.statusCode, body: await response.body.json() };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw e;
