@@ -71,11 +71,18 @@ pre, code { font-family: ui-monospace, monospace; font-size:.85rem; } pre { back
 @media (max-width: 600px) { main { padding:.6rem; } th, td { padding:.35rem .3rem; } .hide-narrow { display:none; } }
 `;
 
-export function layout(title: string, body: Markup, nav: Markup = html``): Markup {
+/** The page up to the start of <main>'s content: sent first when a page streams its progress. */
+export function pageStart(title: string, nav: Markup = html``): Markup {
   return html`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title} - smtp-graph-relay</title><link rel="stylesheet" href="/assets/style.css"></head>
-<body><header class="top"><strong>smtp-graph-relay</strong>${nav}</header><main>${body}</main></body></html>`;
+<body><header class="top"><strong>smtp-graph-relay</strong>${nav}</header><main>`;
+}
+
+export const PAGE_END = html`</main></body></html>`;
+
+export function layout(title: string, body: Markup, nav: Markup = html``): Markup {
+  return html`${pageStart(title, nav)}${body}${PAGE_END}`;
 }
 
 /** Security headers for every page: no framing, no inline script, nothing from elsewhere. */
@@ -84,5 +91,7 @@ export const PAGE_HEADERS: Readonly<Record<string, string>> = {
   'cache-control': 'no-store',
   'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  // Not no-referrer: under that policy Chromium sends "Origin: null" with a form post, which the
+  // Origin check must refuse; same-origin sends the referrer to ourselves only.
+  'referrer-policy': 'same-origin',
 };

@@ -42,7 +42,7 @@ export function nextSteps(configFile: string, envFile: string | null): string[] 
   return [
     `Try it now: ${load}smtp-graph-relay serve --config ${file}`,
     `As a service (systemd): copy systemd/smtp-graph-relay.service to /etc/systemd/system/, put this file at /etc/smtp-graph-relay/relay.yaml${envFile ? ` and ${path.basename(envFile)} at /etc/smtp-graph-relay/secrets.env` : ''}, then: systemctl daemon-reload && systemctl enable --now smtp-graph-relay`,
-    `In Docker: docker run -d -p 127.0.0.1:2525:2525 -v ${file}:/etc/smtp-graph-relay/relay.yaml:ro${envFile ? ` --env-file ${envFile}` : ''} -v relay-spool:/var/spool/smtp-graph-relay smtp-graph-relay`,
+    `In Docker: docker run -d -p 127.0.0.1:2525:2525 -v ${file}:/etc/smtp-graph-relay/relay.yaml:ro${envFile ? ` --env-file ${envFile}` : ''} -v relay-spool:/var/spool/smtp-graph-relay smtp-graph-relay (in the container set spool.dir: /var/spool/smtp-graph-relay, and smtp.listen: 0.0.0.0:2525 with smtp.allowedClients)`,
     'Then point a device at the relay, e.g.: swaks --server 127.0.0.1:2525 --to you@example.com',
   ];
 }
