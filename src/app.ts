@@ -24,6 +24,7 @@ import { ObservedTokenProvider } from './graph/observed-token-provider.js';
 import { startAdmin, type Readiness, type RunningAdmin } from './ops/admin-server.js';
 import { RelayMetrics } from './ops/metrics.js';
 import { QueueControl } from './ops/queue-control.js';
+import { createRelayConsole, type RelayConsole } from './console/relay-console.js';
 
 export interface RelayOptions {
   config: RelayConfig;
@@ -260,9 +261,25 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   };
 
   let admin: RunningAdmin | null = null;
+  let relayConsole: RelayConsole | null = null;
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
-    admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token });
+    relayConsole = createRelayConsole({
+      logger,
+      now: clock.now,
+      queue,
+      readiness,
+      snapshot: () => scheduler.snapshot(),
+      tokenSources: () => [
+        { name: 'graph', tenantId: current.graph.tenantId, clientId: current.graph.clientId, provider: tokens },
+        ...[...routeProfiles].map(([key, p]) => ({ name: 'route', tenantId: key.split('|')[0] ?? '', clientId: key.split('|')[1] ?? '', provider: p.tokens })),
+      ],
+      smtpAddress: () => smtp.addresses[0],
+      mailbox: () => current.graph.mailbox,
+      listenHost: host,
+      token: config.admin.token,
+    });
+    admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token, console: relayConsole.handler });
   }
   logger.info(
     {
@@ -322,6 +339,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
         await spool.close();
         await admin?.close();
+        relayConsole?.close();
         await graph.http.close().catch(() => undefined);
         await Promise.all([...routeProfiles.values()].map((p) => p.close().catch(() => undefined)));
         logger.info({ event: 'relay.stopped', unfinishedAttempts: unfinished }, 'relay stopped');

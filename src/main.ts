@@ -163,7 +163,7 @@ async function main(argv: string[]): Promise<number> {
           `  SMTP       ${at?.host}:${at?.port}    try: swaks --server ${at?.host}:${at?.port} --to someone@example.org\n` +
           `  Delivered  ${demo.deliveredDir}/   (every message Graph accepted, as .eml)\n` +
           `  Spool      ${demo.config.spool.dir}\n` +
-          `  Admin      ${relay.admin ? `${relay.admin.url}/metrics  /healthz  /readyz  /queue` : 'off'}\n` +
+          `  Console    ${relay.admin ? `${relay.admin.url}/   (also /metrics /healthz /readyz /queue)` : 'off'}\n` +
           `  Stop with Ctrl+C. For a real tenant: smtp-graph-relay serve --config relay.yaml (see README).\n\n`,
       );
       cleanup = () => demo.emulator.close();

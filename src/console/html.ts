@@ -63,6 +63,7 @@ ol.steps li.ok { border-color:var(--ok); color:inherit; } ol.steps li.fail { bor
 ol.steps .tag { font-weight:700; text-transform:uppercase; font-size:.8rem; margin-right:.4rem; }
 ol.steps .fix { display:block; margin-top:.3rem; }
 pre, code { font-family: ui-monospace, monospace; font-size:.85rem; } pre { background:var(--bg); padding:.6rem; overflow-x:auto; border-radius:6px; }
+figure.chart-figure { margin:0 0 1rem; }
 .chart { width:100%; height:auto; border:1px solid var(--line); border-radius:6px; background:#fff; }
 .legend { font-size:.85rem; color:var(--muted); } .legend span { margin-right:1rem; }
 .filters { display:flex; flex-wrap:wrap; gap:.5rem; align-items:center; margin-bottom:.8rem; } .filters input[type=search] { max-width:20rem; }
