@@ -38,6 +38,8 @@ export function lineChart(title: string, lines: readonly ChartLine[], testId: st
         return;
       }
       d += `${pen ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      // A lone sample (no neighbour to join) still shows: a short stroke back to the left.
+      if (!pen && (line.values[i + 1] ?? null) === null) d += 'h-2';
       pen = true;
     });
     const total = line.values.reduce<number>((sum, v) => sum + (v ?? 0), 0);

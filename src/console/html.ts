@@ -69,7 +69,16 @@ figure.chart-figure { margin:0 0 1rem; }
 .filters { display:flex; flex-wrap:wrap; gap:.5rem; align-items:center; margin-bottom:.8rem; } .filters input[type=search] { max-width:20rem; }
 .notice { padding:.6rem .8rem; border-radius:6px; background:#ddf4ff; border:1px solid #54aeff; margin:.8rem 0; }
 .notice.fail { background:#ffebe9; border-color:#ff8182; color:inherit; }
-@media (max-width: 600px) { main { padding:.6rem; } th, td { padding:.35rem .3rem; } .hide-narrow { display:none; } }
+td { overflow-wrap:break-word; }
+.filters select { width:auto; }
+@media (max-width: 600px) {
+  main { padding:.6rem; } th, td { padding:.35rem .3rem; } .hide-narrow { display:none; }
+  /* Long tables become one block per row on a phone, each cell labelled by its column. */
+  table.rows thead { display:none; }
+  table.rows tr { display:block; border-bottom:1px solid var(--line); padding:.3rem 0; }
+  table.rows td { display:block; border:0; padding:.1rem .3rem; }
+  table.rows td[data-label]::before { content: attr(data-label) ": "; color:var(--muted); }
+}
 `;
 
 /** The page up to the start of <main>'s content: sent first when a page streams its progress. */

@@ -123,9 +123,9 @@ ${items.length > 0 ? messageTable(items, now) : ''}`;
 }
 
 function messageTable(items: QueueItem[], now: number): Markup {
-  return html`<div class="table-wrap"><table data-testid="queue-table"><thead><tr><th>Queue ID</th><th>State</th><th>From</th><th>To</th><th class="hide-narrow">Mailbox</th><th class="hide-narrow">Attempts</th><th>Age</th><th class="hide-narrow">Last error</th></tr></thead><tbody>
+  return html`<div class="table-wrap"><table class="rows" data-testid="queue-table"><thead><tr><th>Queue ID</th><th>State</th><th>From</th><th>To</th><th class="hide-narrow">Mailbox</th><th class="hide-narrow">Attempts</th><th>Age</th><th>Last error</th></tr></thead><tbody>
 ${items.map(
-  (i) => html`<tr data-id="${i.id}" data-state="${i.state}"><td class="id"><a href="/console/message/${i.id}">${i.id}</a></td><td>${i.state}</td><td>${i.entry.envelope.mailFrom || '<>'}</td><td>${i.entry.envelope.rcptTo.join(', ')}</td><td class="hide-narrow">${i.entry.mailbox}</td><td class="hide-narrow">${i.entry.attempts}</td><td>${formatAge(now - i.entry.receivedAt)}</td><td class="hide-narrow">${i.entry.lastError ? `${i.entry.lastError.status ?? ''} ${i.entry.lastError.code ?? ''} ${i.entry.lastError.message}`.trim() : ''}</td></tr>`,
+  (i) => html`<tr data-id="${i.id}" data-state="${i.state}"><td class="id"><a href="/console/message/${i.id}">${i.id}</a></td><td data-label="state">${i.state}</td><td data-label="from">${i.entry.envelope.mailFrom || '<>'}</td><td data-label="to">${i.entry.envelope.rcptTo.join(', ')}</td><td class="hide-narrow">${i.entry.mailbox}</td><td class="hide-narrow">${i.entry.attempts}</td><td data-label="age">${formatAge(now - i.entry.receivedAt)}</td><td data-label="last error">${i.entry.lastError?.message ?? ''}</td></tr>`,
 )}
 </tbody></table></div>`;
 }
@@ -137,9 +137,9 @@ function actionButton(id: string, action: string, label: string, csrf: string, c
 function attemptRows(events: LogRecord[]): Markup {
   const attempts = events.filter((e) => e.event === 'delivery.delivered' || e.event === 'delivery.deferred' || e.event === 'delivery.failed');
   if (attempts.length === 0) return html`<p class="muted">No attempts recorded since the relay started.</p>`;
-  return html`<div class="table-wrap"><table data-testid="attempts"><thead><tr><th>Time</th><th>Outcome</th><th>Graph status</th><th>Code</th><th>request-id</th><th>Reason</th></tr></thead><tbody>
+  return html`<div class="table-wrap"><table class="rows" data-testid="attempts"><thead><tr><th>Time</th><th>Outcome</th><th>Graph status</th><th>Code</th><th>request-id</th><th>Reason</th></tr></thead><tbody>
 ${attempts.map(
-  (e) => html`<tr><td>${e.time ?? ''}</td><td>${String(e.event).replace('delivery.', '')}</td><td>${e.status ?? (e.event === 'delivery.delivered' ? 202 : '')}</td><td>${e.code ?? ''}</td><td class="id">${e.requestId ?? ''}</td><td>${e.reason ?? ''}</td></tr>`,
+  (e) => html`<tr><td data-label="time">${e.time ?? ''}</td><td data-label="outcome">${String(e.event).replace('delivery.', '')}</td><td data-label="Graph status">${e.status ?? (e.event === 'delivery.delivered' ? 202 : '')}</td><td data-label="code">${e.code ?? ''}</td><td data-label="request-id" class="id">${e.requestId ?? ''}</td><td data-label="reason">${e.reason ?? ''}</td></tr>`,
 )}</tbody></table></div>`;
 }
 
@@ -191,9 +191,9 @@ ${Object.entries(fields).map(([k, v]) => html`<input type="hidden" name="${k}" v
 export function failedPage(items: QueueItem[], bounceFor: (id: string) => string, now: number): Markup {
   return html`<h1>Failed</h1>
 <p class="muted">Messages Graph refused for good, or that outlived delivery.maxQueueLifetime. Retry puts one back into the queue.</p>
-${items.length === 0 ? html`<p class="muted">Nothing has failed.</p>` : html`<div class="table-wrap"><table data-testid="failed-table"><thead><tr><th>Queue ID</th><th>From</th><th>To</th><th>Failed</th><th>Reason</th><th>Bounce</th></tr></thead><tbody>
+${items.length === 0 ? html`<p class="muted">Nothing has failed.</p>` : html`<div class="table-wrap"><table class="rows" data-testid="failed-table"><thead><tr><th>Queue ID</th><th>From</th><th>To</th><th>Failed</th><th>Reason</th><th>Bounce</th></tr></thead><tbody>
 ${items.map(
-  (i) => html`<tr data-id="${i.id}"><td class="id"><a href="/console/message/${i.id}">${i.id}</a></td><td>${i.entry.envelope.mailFrom || '<>'}</td><td>${i.entry.envelope.rcptTo.join(', ')}</td><td>${i.entry.failedAt ? `${formatAge(now - i.entry.failedAt)} ago` : ''}</td><td>${i.entry.failReason ?? ''}</td><td>${bounceFor(i.id)}</td></tr>`,
+  (i) => html`<tr data-id="${i.id}"><td class="id"><a href="/console/message/${i.id}">${i.id}</a></td><td data-label="from">${i.entry.envelope.mailFrom || '<>'}</td><td data-label="to">${i.entry.envelope.rcptTo.join(', ')}</td><td data-label="failed">${i.entry.failedAt ? `${formatAge(now - i.entry.failedAt)} ago` : ''}</td><td data-label="reason">${i.entry.failReason ?? ''}</td><td data-label="bounce">${bounceFor(i.id)}</td></tr>`,
 )}</tbody></table></div>`}
 <h2>Purge</h2>
 <form method="get" action="/console/failed/purge" class="filters"><label for="older">Delete failed messages older than</label>
@@ -216,9 +216,9 @@ export function eventsPage(events: LogRecord[], query: string): Markup {
   return html`<h1>Recent events</h1>
 <form class="filters" method="get" action="/console/events"><input type="search" name="q" value="${query}" placeholder="event, queue ID, mailbox..." aria-label="Filter"><button class="secondary" type="submit">Filter</button></form>
 <p class="muted">The last ${events.length} lifecycle events (the relay's log lines; bodies and secrets are never logged), newest first.</p>
-<div class="table-wrap"><table data-testid="events"><thead><tr><th>Time</th><th>Level</th><th>Event</th><th>Details</th></tr></thead><tbody>
+<div class="table-wrap"><table class="rows" data-testid="events"><thead><tr><th>Time</th><th>Level</th><th>Event</th><th>Details</th></tr></thead><tbody>
 ${events.map(
-  (e) => html`<tr><td class="id">${(e.time ?? '').replace('T', ' ')}</td><td class="${e.level === 'error' || e.level === 'fatal' ? 'fail' : e.level === 'warn' ? 'warn' : ''}">${e.level ?? ''}</td><td>${e.event}</td><td>${e.msg ?? ''}${SHOWN_FIELDS.filter((k) => e[k] !== undefined && e[k] !== null).map(
+  (e) => html`<tr><td class="id">${(e.time ?? '').replace('T', ' ')}</td><td data-label="level" class="${e.level === 'error' || e.level === 'fatal' ? 'fail' : e.level === 'warn' ? 'warn' : ''}">${e.level ?? ''}</td><td><strong>${e.event}</strong></td><td>${e.msg ?? ''}${SHOWN_FIELDS.filter((k) => e[k] !== undefined && e[k] !== null).map(
     (k) => html` <span class="muted">${k}=</span>${k === 'queueId' || k === 'about' ? html`<a href="/console/message/${String(e[k])}">${String(e[k])}</a>` : String(e[k])}`,
   )}</td></tr>`,
 )}</tbody></table></div>`;

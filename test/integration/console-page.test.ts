@@ -114,6 +114,8 @@ describe.skipIf(!hasChromium)('console', () => {
       expect(response.status()).toBe(403);
       await other.close();
     } finally {
+      // Chromium keeps the connection alive; close it too, or close() waits for its timeout.
+      evil.closeAllConnections();
       await new Promise((r) => evil.close(r));
     }
     const raw = await post(`${base}/console/message/${id}/release`, `csrf=${encodeURIComponent(csrf ?? '')}`, { origin: 'http://evil.example', cookie: `sgr_session=${session?.value ?? ''}` });
