@@ -129,3 +129,33 @@ describe.skipIf(!hasChromium)('setup page', () => {
     }
   }, 240_000);
 });
+
+describe('setup --no-browser', () => {
+  it('asks the same questions in the terminal, diagnoses a wrong secret, and saves once the test passes', async () => {
+    const caFile = path.join(dir, 'terminal-ca.pem');
+    await writeFile(caFile, emu.caPem);
+    const configFile = path.join(dir, 'terminal.yaml');
+    await writeFile(configFile, `# kept\ngraph:\n  tenantId: x\n  clientId: x\n  auth: { method: clientSecret, clientSecret: x }\n  caFile: ${caFile}\n`);
+    const answers = (secret: string) => ['1', TENANT, CLIENT_ID, secret, MAILBOX, '127.0.0.1:0', '', path.join(dir, 'terminal-spool'), 'global', emu.url, emu.url, 'n', ''];
+    // First a wrong secret, then "yes, try again" with the right one: one session, answers piped in.
+    const input = [...answers('wrong-secret'), 'y', ...answers(CLIENT_SECRET)].join('\n') + '\n';
+    const child = spawn(process.execPath, [MAIN, 'setup', '--no-browser', '--config', configFile], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RELAY_CONFIG: '' } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.stdin.end(input);
+    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    clearTimeout(killer);
+    expect(out).toContain('FAIL  token (AADSTS7000215): the client secret is wrong');
+    expect(out).toContain('fix: copy the secret *Value* (not the Secret ID)');
+    expect(out).toContain('ok    token acquired');
+    expect(out).toContain(`Saved ${configFile} (mode 0600)`);
+    expect(out).not.toContain(CLIENT_SECRET);
+    expect(code).toBe(0);
+    const written = await readFile(configFile, 'utf8');
+    expect(written).toContain('# kept');
+    expect(written).toContain(`clientSecret: ${CLIENT_SECRET}`);
+    expect((await stat(configFile)).mode & 0o777).toBe(0o600);
+  }, 90_000);
+});
