@@ -62,6 +62,7 @@ ol.steps { list-style:none; padding:0; } ol.steps li { padding:.5rem .6rem; bord
 ol.steps li.ok { border-color:var(--ok); color:inherit; } ol.steps li.fail { border-color:var(--fail); color:inherit; } ol.steps li.warn, ol.steps li.note { border-color:var(--warn); color:inherit; }
 ol.steps .tag { font-weight:700; text-transform:uppercase; font-size:.8rem; margin-right:.4rem; }
 ol.steps .fix { display:block; margin-top:.3rem; }
+.user-code { font-family: ui-monospace, monospace; font-size:1.3rem; letter-spacing:.1em; background:#fff; border:1px solid var(--line); border-radius:4px; padding:0 .3rem; }
 pre, code { font-family: ui-monospace, monospace; font-size:.85rem; } pre { background:var(--bg); padding:.6rem; overflow-x:auto; border-radius:6px; }
 figure.chart-figure { margin:0 0 1rem; }
 .chart { width:100%; height:auto; border:1px solid var(--line); border-radius:6px; background:#fff; }

@@ -84,5 +84,8 @@ function linkify(message: string): Markup {
   if (!match) return html`${message}`;
   const url = match[0];
   const [before, after] = [message.slice(0, match.index), message.slice(match.index + url.length)];
-  return html`${before}<a href="${url}" target="_blank" rel="noopener noreferrer">${url}</a>${after}`;
+  // The code the person types is shown large: it is read off this page into another one.
+  const code = /^(.*?\bcode )([A-Z0-9-]{4,})(.*)$/s.exec(after);
+  const rest = code ? html`${code[1]}<strong class="user-code">${code[2]}</strong>${code[3]}` : html`${after}`;
+  return html`${before}<a href="${url}" target="_blank" rel="noopener noreferrer">${url}</a>${rest}`;
 }

@@ -37,7 +37,7 @@ function startSetup(configFile: string): { child: ChildProcess; url: Promise<str
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-  const url = until(() => /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.test(out), 20_000, () => out).then(() => /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.exec(out)![0]);
+  const url = until(() => /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.test(out), 60_000, () => out).then(() => /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.exec(out)![0]);
   return { child, url, output: () => out, exited };
 }
 
@@ -158,4 +158,51 @@ describe('setup --no-browser', () => {
     expect(written).toContain(`clientSecret: ${CLIENT_SECRET}`);
     expect((await stat(configFile)).mode & 0o777).toBe(0o600);
   }, 90_000);
+});
+
+describe.skipIf(!hasChromium)('setup page, device code', () => {
+  it('shows the code and the sign-in address in the page and finishes once the person has signed in', async () => {
+    const dcEmu = await startTestEmulator({ apps: [{ clientId: 'public-app', tenantId: TENANT, secrets: [], roles: [], publicClient: true, delegatedScopes: ['Mail.Send'] }] });
+    const caFile = path.join(dir, 'dc-ca.pem');
+    await writeFile(caFile, dcEmu.caPem);
+    const configFile = path.join(dir, 'device.yaml');
+    await writeFile(configFile, `graph:\n  caFile: ${caFile}\n`);
+    const setup = startSetup(configFile);
+    const killer = setTimeout(() => setup.child.kill('SIGKILL'), 120_000);
+    try {
+      const { page } = browser;
+      await page.goto(await setup.url);
+      await page.selectOption('select[name="graph.auth.method"]', 'deviceCode');
+      // Only the chosen method's fields are shown (CSS :has(), no script).
+      expect(await page.isVisible('input[name="graph.auth.clientSecret"]')).toBe(false);
+      expect(await page.isVisible('input[name="graph.auth.tokenCacheFile"]')).toBe(true);
+      await page.fill('input[name="graph.tenantId"]', TENANT);
+      await page.fill('input[name="graph.clientId"]', 'public-app');
+      await page.fill('input[name="graph.mailbox"]', MAILBOX);
+      await page.fill('input[name="graph.auth.tokenCacheFile"]', path.join(dir, 'dc-cache.json'));
+      await page.fill('input[name="spool.dir"]', path.join(dir, 'dc-spool'));
+      await page.click('details summary');
+      await page.fill('input[name="graph.authorityHost"]', dcEmu.url);
+      await page.fill('input[name="graph.endpoint"]', dcEmu.url);
+      // The page streams: the click's navigation completes only when the sign-in has finished.
+      void page.click('button[type=submit]').catch(() => undefined);
+      const signin = page.locator('li[data-stage="signin"]').first();
+      await signin.waitFor();
+      const text = await signin.innerText();
+      const code = /enter the code (\w+)/.exec(text)?.[1];
+      expect(text).toContain(`${dcEmu.url}/devicelogin`);
+      expect(await signin.locator('a').getAttribute('href')).toBe(`${dcEmu.url}/devicelogin`);
+      await screenshots(page, 'setup-device-code');
+      expect(dcEmu.identity.approveDeviceCode(code as string, MAILBOX)).toBe(true);
+      await page.locator('#saved').waitFor();
+      expect(await page.locator('ol.steps').first().innerText()).toContain(`signed in as ${MAILBOX}`);
+      expect(await setup.exited).toBe(0);
+      expect(await readFile(configFile, 'utf8')).toContain('method: deviceCode');
+      expect((await stat(path.join(dir, 'dc-cache.json'))).mode & 0o777).toBe(0o600);
+    } finally {
+      clearTimeout(killer);
+      setup.child.kill('SIGKILL');
+      await dcEmu.close();
+    }
+  }, 120_000);
 });
