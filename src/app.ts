@@ -31,6 +31,7 @@ import { ObservedTokenProvider } from './graph/observed-token-provider.js';
 import { startAdmin, type Readiness, type RunningAdmin } from './ops/admin-server.js';
 import { RelayMetrics } from './ops/metrics.js';
 import { QueueControl } from './ops/queue-control.js';
+import { createRelayConsole, type RelayConsole } from './console/relay-console.js';
 
 export interface RelayOptions {
   config: RelayConfig;
@@ -307,12 +308,29 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   };
 
   let admin: RunningAdmin | null = null;
+  let relayConsole: RelayConsole | null = null;
   if (config.admin.listen !== false) {
     const { host, port } = parseHostPort(config.admin.listen) as { host: string; port: number };
+    relayConsole = createRelayConsole({
+      logger,
+      now: clock.now,
+      queue,
+      readiness,
+      snapshot: () => scheduler.snapshot(),
+      tokenSources: () => [
+        { name: 'graph', tenantId: current.graph.tenantId, clientId: current.graph.clientId, provider: tokens },
+        ...[...routeProfiles].map(([key, p]) => ({ name: 'route', tenantId: key.split('|')[0] ?? '', clientId: key.split('|')[1] ?? '', provider: p.tokens })),
+      ],
+      smtpAddress: () => smtp.addresses[0],
+      mailbox: () => current.graph.mailbox,
+      listenHost: host,
+      token: config.admin.token,
+    });
     try {
-      admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token });
+      admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token, console: relayConsole.handler });
     } catch (err) {
       // Say which listener failed: main.ts names admin.listen / --admin-listen, not the SMTP options.
+      relayConsole.close();
       await Promise.allSettled([scheduler.stop(0), drafts.stop(), smtp.close()]);
       await spool.close();
       throw Object.assign(err as Error, { listener: 'admin' });
@@ -411,6 +429,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
         await spool.close();
         await admin?.close();
+        relayConsole?.close();
         await graph.http.close().catch(() => undefined);
         await closeProfiles(routeProfiles);
         logger.info({ event: 'relay.stopped', unfinishedAttempts: unfinished }, 'relay stopped');

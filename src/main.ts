@@ -3,10 +3,10 @@
  * Entry point: arguments, signals, exit codes. Exit codes follow sysexits(3) so systemd can tell a
  * broken configuration (78, do not restart) from a crash (1, restart).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { startRelay, type RunningRelay } from './app.js';
+import { parseCommandLine } from './cli/commands.js';
 import { ConfigError, loadConfigFile, loadConfigSections, redactConfig } from './config/load.js';
 import type { CommandLineOverrides } from './config/overrides.js';
 import { configSchema } from './config/schema.js';
@@ -16,40 +16,6 @@ import { stringify } from 'yaml';
 export const EXIT = { ok: 0, failure: 1, usage: 64, config: 78 } as const;
 /** Demo mode's admin address (startDemo's default), where `queue` without --config looks. */
 const DEMO_ADMIN_LISTEN = '127.0.0.1:9925';
-
-const HELP = `smtp-graph-relay - SMTP in, Microsoft Graph sendMail out
-
-Usage:
-  smtp-graph-relay [serve] [--config FILE] [--listen HOST:PORT] [--print-config]
-      Run the relay. Without --config (or RELAY_CONFIG) it runs in demo mode against
-      the embedded Graph emulator.
-  smtp-graph-relay demo [--listen HOST:PORT] [--dir DIR]
-      Demo mode explicitly; delivered messages are written under DIR/delivered.
-  smtp-graph-relay check --config FILE [--send-to ADDRESS] [--from ADDRESS]
-      Validate the config, get a token, look up the mailbox, optionally send a test message
-      (--from: as the address a device uses, to test Send As).
-  smtp-graph-relay queue list [--failed|--deferred|--held] | show ID | retry ID|--all | hold ID |
-                         release ID | delete ID | purge --failed --older-than 7d   [--json]
-      Inspect and manage the queue (through the running relay, or the spool when it is stopped).
-      Needs only admin.listen (and spool.dir when the relay is stopped) from the config; without
-      --config it reaches the demo relay.
-  smtp-graph-relay db migrate --config FILE
-      Apply the shared queue's schema migrations (spool.backend: postgres); the relay also does at start.
-  smtp-graph-relay spool import --from DIR --config FILE
-      Move a stopped single-node relay's file spool (waiting and failed messages) into the shared
-      queue; safe to run again.
-  smtp-graph-relay hash-password < password.txt
-      Print a scrypt hash for smtp.auth.users[].passwordHash (the password is read from stdin).
-  smtp-graph-relay login --config FILE
-      Device-code sign-in for graph.auth.method: deviceCode; stores the token cache.
-
-Options:
-  --config FILE      YAML configuration (also RELAY_CONFIG)
-  --listen ADDR      override smtp.listen
-  --admin-listen ADDR  override admin.listen (metrics, health, queue API); "off" disables it
-  --print-config     print the effective configuration (secrets redacted) and exit
-  --help, --version
-`;
 
 function version(): string {
   try {
@@ -66,55 +32,24 @@ function adminListen(value: string | undefined): string | false | undefined {
 }
 
 async function main(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string' },
-        listen: { type: 'string' },
-        'admin-listen': { type: 'string' },
-        dir: { type: 'string' },
-        'print-config': { type: 'boolean' },
-        json: { type: 'boolean' },
-        all: { type: 'boolean' },
-        failed: { type: 'boolean' },
-        deferred: { type: 'boolean' },
-        held: { type: 'boolean' },
-        'older-than': { type: 'string' },
-        'send-to': { type: 'string' },
-        from: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean' },
-      },
-    });
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${HELP}`);
+  const parsed = parseCommandLine(argv);
+  if (parsed.kind === 'usage') {
+    process.stderr.write(`${parsed.message}\n`);
     return EXIT.usage;
   }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(HELP);
+  if (parsed.kind === 'help') {
+    process.stdout.write(parsed.text);
     return EXIT.ok;
   }
-  if (values.version) {
+  if (parsed.kind === 'version') {
     process.stdout.write(`${version()}\n`);
     return EXIT.ok;
   }
-  const command = positionals[0] ?? 'serve';
+  const { command, positionals } = parsed;
+  const values = parsed.values as Record<string, string | undefined> & Record<'json' | 'all' | 'failed' | 'deferred' | 'held' | 'print-config' | 'ready' | 'no-browser' | 'no-open', boolean | undefined>;
   if (command === 'hash-password') {
-    // The password comes on standard input (never an argument: it would show in `ps` and shell history).
-    const { hashPassword } = await import('./smtp/local-auth.js');
-    const chunks: Buffer[] = [];
-    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
-    if (password.length === 0) {
-      process.stderr.write('hash-password reads the password from standard input, e.g.: printf %s "$PASSWORD" | smtp-graph-relay hash-password\n');
-      return EXIT.usage;
-    }
-    process.stdout.write(`${await hashPassword(password)}\n`);
-    return EXIT.ok;
+    const { runHashPassword } = await import('./cli/hash-password.js');
+    return runHashPassword(process.stdin, process.stdout, process.stderr);
   }
   const configFile = values.config ?? process.env.RELAY_CONFIG;
 
@@ -145,6 +80,17 @@ async function main(argv: string[]): Promise<number> {
         process.stderr,
       );
     }
+    if (command === 'health') {
+      const { runHealth, DEFAULT_ADMIN_LISTEN } = await import('./cli/health.js');
+      // RELAY_CONFIG naming a file that does not exist is the image's demo mode (Dockerfile).
+      const file = values.config ?? (configFile && existsSync(configFile) ? configFile : undefined);
+      const listen = file ? (await loadConfigSections(file, ['admin'])).admin.listen : DEFAULT_ADMIN_LISTEN;
+      return await runHealth(listen, values.ready === true, process.stdout);
+    }
+    if (command === 'setup') {
+      const { runSetup } = await import('./setup/run-setup.js');
+      return await runSetup({ configFile: values.config, noBrowser: values['no-browser'] === true, open: values['no-open'] !== true });
+    }
     if (command === 'login') {
       if (!configFile) {
         process.stderr.write('login needs --config FILE (or RELAY_CONFIG)\n');
@@ -161,10 +107,6 @@ async function main(argv: string[]): Promise<number> {
       const config = await loadConfigFile(configFile);
       const { runDbMigrate, runSpoolImport } = await import('./ops/db-commands.js');
       return command === 'db' ? await runDbMigrate(config, process.stdout, process.stderr) : await runSpoolImport(config, values.from, process.stdout, process.stderr);
-    }
-    if (command !== 'serve' && command !== 'demo') {
-      process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
-      return EXIT.usage;
     }
 
     let relay: RunningRelay;
@@ -243,7 +185,7 @@ async function main(argv: string[]): Promise<number> {
           `  SMTP       ${at?.host}:${at?.port}    try: swaks --server ${at?.host}:${at?.port} --to someone@example.org\n` +
           `  Delivered  ${demo.deliveredDir}/   (every message Graph accepted, as .eml)\n` +
           `  Spool      ${demo.config.spool.dir}\n` +
-          `  Admin      ${relay.admin ? `${relay.admin.url}/metrics  /healthz  /readyz  /queue` : 'off'}\n` +
+          `  Console    ${relay.admin ? `${relay.admin.url}/   (also /metrics /healthz /readyz /queue)` : 'off'}\n` +
           `  Stop with Ctrl+C. For a real tenant: smtp-graph-relay serve --config relay.yaml (see README).\n\n`,
       );
       cleanup = () => demo.emulator.close();

@@ -23,6 +23,8 @@ export interface AdminDeps {
   logger: Logger;
   /** admin.token: when set, every endpoint but /healthz needs it as a Bearer token. */
   token?: string | undefined;
+  /** The console's pages (GET / and /console/...): true when it answered; it applies its own guard. */
+  console?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 }
 
 export interface RunningAdmin {
@@ -41,6 +43,8 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 export async function startAdmin(host: string, port: number, deps: AdminDeps): Promise<RunningAdmin> {
   const policy = { listenHost: host, token: deps.token };
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    // The console's pages log in with a form and post forms with CSRF tokens (console/page-guard.ts).
+    if (deps.console && (await deps.console(req, res))) return;
     // Host, Origin, Content-Type and token first, for every route (admin-guard.ts says why).
     const allowed = guardAdminRequest(req, res, policy, (refusal) =>
       deps.logger.warn({ event: 'admin.refused', status: refusal.status, reason: refusal.reason, method: req.method, path: req.url?.split('?')[0], remote: req.socket.remoteAddress }, 'admin request refused'),

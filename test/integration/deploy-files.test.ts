@@ -58,7 +58,11 @@ describe('Dockerfile', () => {
     expect(text).toMatch(/npm prune --omit=dev/);
     expect(text).toMatch(/^USER node$/m);
     expect(text).toMatch(/^VOLUME \["\/var\/spool\/smtp-graph-relay"\]$/m);
-    expect(text).toMatch(/^HEALTHCHECK .*\n\s+CMD \[.*\/healthz/m);
+    // The health check follows admin.listen from the configuration (issue 14), not a fixed port.
+    expect(text).toMatch(/^HEALTHCHECK .*\n\s+CMD \["node", "\/app\/dist\/main\.js", "health"\]$/m);
+    // Demo mode in the image needs a directory the node user can write (/app/.demo gave EACCES).
+    const demoDir = /RELAY_DEMO_DIR=(\S+)/.exec(text)?.[1] ?? 'unset';
+    expect(text).toMatch(new RegExp(`chown node:node [^\\n]*${demoDir}`));
     expect(text).toMatch(/^ENTRYPOINT \["\/usr\/bin\/tini", "--", "node", "\/app\/dist\/main\.js"\]$/m);
     expect(text).toMatch(/^CMD \["serve"\]$/m);
   });

@@ -1,0 +1,208 @@
+/**
+ * `smtp-graph-relay setup` in a real browser against the emulator: a wrong secret gets the AADSTS
+ * diagnosis and its fix and nothing is written; the right one writes a 0600 file (comments kept,
+ * secret in a 0600 env file) with which `serve` starts and delivers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import nodemailer from 'nodemailer';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningEmulator } from '../../src/emulator/server.js';
+import { parseEnvFile } from '../../src/setup/config-file.js';
+import { hasChromium, launchBrowser, overflowsHorizontally, screenshots, type TestBrowser } from '../helpers/browser.js';
+import { CLIENT_ID, CLIENT_SECRET, MAILBOX, startTestEmulator, TENANT, waitForDelivery } from '../helpers/harness.js';
+import { MAIN, spawnRelay } from '../helpers/relay-process.js';
+import { until } from '../helpers/wait.js';
+
+let emu: RunningEmulator;
+let dir: string;
+let browser: TestBrowser;
+
+beforeAll(async () => {
+  emu = await startTestEmulator();
+  dir = await mkdtemp(path.join(os.tmpdir(), 'sgr-setup-'));
+  if (hasChromium) browser = await launchBrowser();
+}, 90_000);
+afterAll(async () => {
+  await browser?.close();
+  await emu?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function startSetup(configFile: string): { child: ChildProcess; url: Promise<string>; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [MAIN, 'setup', '--config', configFile, '--no-open'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RELAY_CONFIG: '' } });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const url = until(() => /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.test(out), 60_000, () => out).then(() => /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.exec(out)![0]);
+  return { child, url, output: () => out, exited };
+}
+
+describe.skipIf(!hasChromium)('setup page', () => {
+  it('diagnoses a wrong secret, then saves a working configuration that serve delivers with', async () => {
+    const caFile = path.join(dir, 'emulator-ca.pem');
+    await writeFile(caFile, emu.caPem);
+    const configFile = path.join(dir, 'relay.yaml');
+    // An existing file with a person's comments, which setup must keep.
+    await writeFile(
+      configFile,
+      `# Relay for the office scanners - ask Sam before changing\ngraph:\n  tenantId: old-tenant # from the old app\n  clientId: old-client\n  auth:\n    method: clientSecret\n    clientSecret: old\n  caFile: ${caFile}\ndelivery:\n  retry: { minDelay: 100ms, maxDelay: 500ms }\n  perMailbox: { messagesPerMinute: 0 }\nadmin:\n  listen: 127.0.0.1:0\n`,
+    );
+    const setup = startSetup(configFile);
+    const killer = setTimeout(() => setup.child.kill('SIGKILL'), 120_000);
+    try {
+      const { page } = browser;
+      await page.goto(await setup.url);
+      expect(await page.locator('button[type=submit]').innerText()).toBe('Save and Test');
+      expect(await page.inputValue('input[name="graph.tenantId"]')).toBe('old-tenant');
+      // The secret is write-only: never sent back to the page.
+      expect(await page.inputValue('input[name="graph.auth.clientSecret"]')).toBe('');
+      expect(await page.content()).not.toContain('>old<');
+      await screenshots(page, 'setup-form');
+      expect(await overflowsHorizontally(page)).toBe(false);
+
+      const fill = async (secret: string) => {
+        await page.selectOption('select[name="graph.auth.method"]', 'clientSecret');
+        await page.fill('input[name="graph.tenantId"]', TENANT);
+        await page.fill('input[name="graph.clientId"]', CLIENT_ID);
+        await page.fill('input[name="graph.auth.clientSecret"]', secret);
+        await page.fill('input[name="graph.mailbox"]', MAILBOX);
+        await page.fill('input[name="smtp.listen"]', '127.0.0.1:0');
+        await page.fill('input[name="spool.dir"]', path.join(dir, 'spool'));
+        await page.click('details summary');
+        await page.fill('input[name="graph.authorityHost"]', emu.url);
+        await page.fill('input[name="graph.endpoint"]', emu.url);
+        await page.fill('input[name="check.sendTo"]', 'it@contoso.example');
+      };
+      await fill('wrong-secret');
+      await page.click('button[type=submit]');
+      const failure = page.locator('li.fail[data-stage="token"]');
+      await failure.waitFor().catch(async (err: unknown) => {
+        throw new Error(`${(err as Error).message}\n--- page ---\n${await page.innerText("body")}\n--- setup ---\n${setup.output()}`);
+      });
+      expect(await failure.innerText()).toContain('AADSTS7000215');
+      expect(await failure.innerText()).toContain('the client secret is wrong');
+      expect(await failure.innerText()).toContain('copy the secret *Value* (not the Secret ID)');
+      expect(await page.locator('#not-saved').count()).toBe(1);
+      await screenshots(page, 'setup-wrong-secret');
+      // Nothing written: the old file is as it was.
+      expect(await readFile(configFile, 'utf8')).toContain('clientSecret: old');
+
+      await fill(CLIENT_SECRET);
+      await page.check('input[name="secrets.envFile"]');
+      await page.click('button[type=submit]');
+      await page.locator('#saved').waitFor();
+      const steps = await page.locator('ol.steps').first().innerText();
+      expect(steps).toContain('token acquired');
+      expect(steps).toContain('test message from relay@contoso.example accepted by Graph for it@contoso.example');
+      expect(await page.innerText('main')).toContain('smtp-graph-relay serve --config');
+      await screenshots(page, 'setup-saved');
+      expect(await setup.exited).toBe(0);
+    } finally {
+      clearTimeout(killer);
+      setup.child.kill('SIGKILL');
+    }
+
+    const written = await readFile(configFile, 'utf8');
+    expect((await stat(configFile)).mode & 0o777).toBe(0o600);
+    expect(written).toContain('# Relay for the office scanners - ask Sam before changing');
+    expect(written).toContain(`tenantId: ${TENANT}`);
+    expect(written).toContain('clientSecret: ${GRAPH_CLIENT_SECRET}');
+    expect(written).not.toContain(CLIENT_SECRET);
+    const envFile = path.join(dir, 'secrets.env');
+    expect((await stat(envFile)).mode & 0o777).toBe(0o600);
+    const env = parseEnvFile(await readFile(envFile, 'utf8'));
+    expect(env.GRAPH_CLIENT_SECRET).toBe(CLIENT_SECRET);
+
+    const relay = await spawnRelay(['serve', '--config', configFile], env);
+    try {
+      const transport = nodemailer.createTransport({ host: '127.0.0.1', port: relay.port, secure: false, ignoreTLS: true });
+      await transport.sendMail({ from: MAILBOX, to: 'it@contoso.example', subject: 'after setup', text: 'configured by the setup page', headers: { 'X-Test-Id': 'after-setup' } });
+      transport.close();
+      await waitForDelivery(emu, 'after-setup', 20_000);
+    } finally {
+      relay.child.kill('SIGTERM');
+      await relay.exited;
+    }
+  }, 240_000);
+});
+
+describe('setup --no-browser', () => {
+  it('asks the same questions in the terminal, diagnoses a wrong secret, and saves once the test passes', async () => {
+    const caFile = path.join(dir, 'terminal-ca.pem');
+    await writeFile(caFile, emu.caPem);
+    const configFile = path.join(dir, 'terminal.yaml');
+    await writeFile(configFile, `# kept\ngraph:\n  tenantId: x\n  clientId: x\n  auth: { method: clientSecret, clientSecret: x }\n  caFile: ${caFile}\n`);
+    const answers = (secret: string) => ['1', TENANT, CLIENT_ID, secret, MAILBOX, '127.0.0.1:0', '', path.join(dir, 'terminal-spool'), 'global', emu.url, emu.url, 'n', ''];
+    // First a wrong secret, then "yes, try again" with the right one: one session, answers piped in.
+    const input = [...answers('wrong-secret'), 'y', ...answers(CLIENT_SECRET)].join('\n') + '\n';
+    const child = spawn(process.execPath, [MAIN, 'setup', '--no-browser', '--config', configFile], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RELAY_CONFIG: '' } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.stdin.end(input);
+    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    clearTimeout(killer);
+    expect(out).toContain('FAIL  token (AADSTS7000215): the client secret is wrong');
+    expect(out).toContain('fix: copy the secret *Value* (not the Secret ID)');
+    expect(out).toContain('ok    token acquired');
+    expect(out).toContain(`Saved ${configFile} (mode 0600)`);
+    expect(out).not.toContain(CLIENT_SECRET);
+    expect(code).toBe(0);
+    const written = await readFile(configFile, 'utf8');
+    expect(written).toContain('# kept');
+    expect(written).toContain(`clientSecret: ${CLIENT_SECRET}`);
+    expect((await stat(configFile)).mode & 0o777).toBe(0o600);
+  }, 90_000);
+});
+
+describe.skipIf(!hasChromium)('setup page, device code', () => {
+  it('shows the code and the sign-in address in the page and finishes once the person has signed in', async () => {
+    const dcEmu = await startTestEmulator({ apps: [{ clientId: 'public-app', tenantId: TENANT, secrets: [], roles: [], publicClient: true, delegatedScopes: ['Mail.Send'] }] });
+    const caFile = path.join(dir, 'dc-ca.pem');
+    await writeFile(caFile, dcEmu.caPem);
+    const configFile = path.join(dir, 'device.yaml');
+    await writeFile(configFile, `graph:\n  caFile: ${caFile}\n`);
+    const setup = startSetup(configFile);
+    const killer = setTimeout(() => setup.child.kill('SIGKILL'), 120_000);
+    try {
+      const { page } = browser;
+      await page.goto(await setup.url);
+      await page.selectOption('select[name="graph.auth.method"]', 'deviceCode');
+      // Only the chosen method's fields are shown (CSS :has(), no script).
+      expect(await page.isVisible('input[name="graph.auth.clientSecret"]')).toBe(false);
+      expect(await page.isVisible('input[name="graph.auth.tokenCacheFile"]')).toBe(true);
+      await page.fill('input[name="graph.tenantId"]', TENANT);
+      await page.fill('input[name="graph.clientId"]', 'public-app');
+      await page.fill('input[name="graph.mailbox"]', MAILBOX);
+      await page.fill('input[name="graph.auth.tokenCacheFile"]', path.join(dir, 'dc-cache.json'));
+      await page.fill('input[name="spool.dir"]', path.join(dir, 'dc-spool'));
+      await page.click('details summary');
+      await page.fill('input[name="graph.authorityHost"]', dcEmu.url);
+      await page.fill('input[name="graph.endpoint"]', dcEmu.url);
+      // The page streams: the click's navigation completes only when the sign-in has finished.
+      void page.click('button[type=submit]').catch(() => undefined);
+      const signin = page.locator('li[data-stage="signin"]').first();
+      await signin.waitFor();
+      const text = await signin.innerText();
+      const code = /enter the code (\w+)/.exec(text)?.[1];
+      expect(text).toContain(`${dcEmu.url}/devicelogin`);
+      expect(await signin.locator('a').getAttribute('href')).toBe(`${dcEmu.url}/devicelogin`);
+      await screenshots(page, 'setup-device-code');
+      expect(dcEmu.identity.approveDeviceCode(code as string, MAILBOX)).toBe(true);
+      await page.locator('#saved').waitFor();
+      expect(await page.locator('ol.steps').first().innerText()).toContain(`signed in as ${MAILBOX}`);
+      expect(await setup.exited).toBe(0);
+      expect(await readFile(configFile, 'utf8')).toContain('method: deviceCode');
+      expect((await stat(path.join(dir, 'dc-cache.json'))).mode & 0o777).toBe(0o600);
+    } finally {
+      clearTimeout(killer);
+      setup.child.kill('SIGKILL');
+      await dcEmu.close();
+    }
+  }, 120_000);
+});
