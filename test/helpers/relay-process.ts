@@ -21,7 +21,7 @@ export async function writeConfig(file: string, config: Record<string, unknown>)
   await writeFile(file, stringify(config));
 }
 
-export async function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RelayProcess> {
+export async function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, startTimeoutMs = 15_000): Promise<RelayProcess> {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run "npm run build" first (npm test does)`);
   const child = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -29,7 +29,7 @@ export async function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}): P
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start within 15 s:\n${out}`)), 15_000);
+    const timer = setTimeout(() => reject(new Error(`relay did not start within ${startTimeoutMs / 1000} s:\n${out}`)), startTimeoutMs);
     const check = () => {
       const match = /"event":"relay.started","listen":\["[^"]*:(\d+)"/.exec(out);
       if (match) {
