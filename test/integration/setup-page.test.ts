@@ -117,7 +117,8 @@ describe.skipIf(!hasChromium)('setup page', () => {
     const env = parseEnvFile(await readFile(envFile, 'utf8'));
     expect(env.GRAPH_CLIENT_SECRET).toBe(CLIENT_SECRET);
 
-    const relay = await spawnRelay(['serve', '--config', configFile], env);
+    // 60 s to start: this runs beside the whole suite on a 2-core machine.
+    const relay = await spawnRelay(['serve', '--config', configFile], env, 60_000);
     try {
       const transport = nodemailer.createTransport({ host: '127.0.0.1', port: relay.port, secure: false, ignoreTLS: true });
       await transport.sendMail({ from: MAILBOX, to: 'it@contoso.example', subject: 'after setup', text: 'configured by the setup page', headers: { 'X-Test-Id': 'after-setup' } });
