@@ -15,7 +15,6 @@ import type { TokenProvider } from './graph/token-provider.js';
 import type { Logger } from './log.js';
 import { startSmtp, type RunningSmtp } from './smtp/server.js';
 import { openSpool } from './spool/open-spool.js';
-import { PgSpool } from './spool/postgres/pg-spool.js';
 import { createDispatcher, nodeName, type Dispatcher } from './delivery/dispatcher.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
@@ -187,7 +186,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   scheduler = createDispatcher(
     schedulerOptions(config),
     {
-      ...(spool instanceof PgSpool ? { clusterStats: () => spool.clusterStats() } : {}),
+      ...(spool.clusterStats ? { clusterStats: () => (spool.clusterStats as NonNullable<Spool['clusterStats']>)() } : {}),
       spool,
       clock,
       logger,

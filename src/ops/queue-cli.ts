@@ -8,7 +8,6 @@ import { request } from 'undici';
 import type { RelayConfig } from '../config/schema.js';
 import { httpBaseUrl, parseDurationMs, parseHostPort } from '../config/units.js';
 import { FsSpool } from '../spool/fs/fs-spool.js';
-import { PgSpool } from '../spool/postgres/pg-spool.js';
 import { SpoolLockedError } from '../spool/lock/spool-lock.js';
 import { systemClock } from '../util/clock.js';
 import { QueueControl, runQueueRequest, type QueueItem, type QueueState } from './queue-control.js';
@@ -80,7 +79,7 @@ export async function runQueueCli(config: RelayConfig, args: QueueCliArgs, out: 
   if (result === null) {
     // Nothing listens on admin.listen: the relay is not running, so the files are ours.
     // With spool.backend: postgres this is the shared queue itself (leased messages are refused).
-    const spool = config.spool.backend === 'postgres' ? new PgSpool({ url: config.spool.postgres.url as string }) : new FsSpool(config.spool.dir);
+    const spool = config.spool.backend === 'postgres' ? new (await import('../spool/postgres/pg-spool.js')).PgSpool({ url: config.spool.postgres.url as string }) : new FsSpool(config.spool.dir);
     try {
       await spool.recover();
     } catch (e) {
