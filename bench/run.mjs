@@ -6,6 +6,8 @@
 //   3. serial latency p50/p99 (connect to the 250 after DATA, one sender waiting for each reply)
 //   4. delivery rate vs Graph's limit (4 in flight / 100 ms = 40 msg/s) and self-inflicted 429s
 //   5. memory: idle RSS, peak RSS while relaying a 60 MB message; start-up time
+//   6-8. several relays on one PostgreSQL queue: intake vs the file spool and a bare INSERT ... COMMIT
+//        floor, three nodes' aggregate intake, delivery by three nodes (bench/cluster.mjs)
 // Postfix's smtp-source drives both the relay and smtp-sink when it can be had (Debian package
 // postfix, unpacked, run unprivileged); otherwise a Node load generator drives both the relay and
 // a no-op smtp-server. --smoke runs tiny counts (CI) and checks only that every figure is produced.
@@ -19,6 +21,7 @@ import { stringify } from 'yaml';
 import { SMTPServer } from 'smtp-server';
 import { startEmulator } from '../dist/emulator/server.js';
 import { findPostfixTools } from './postfix-tools.mjs';
+import { clusterFigures, clusterReport } from './cluster.mjs';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(benchDir, '..');
@@ -70,6 +73,7 @@ writeFileSync(caFile, emulator.caPem);
 // Graph as the throttling docs describe it: ~100 ms per request, at most 4 concurrent per mailbox.
 emulator.mail.latencyMs = 100;
 
+const benchGraph = { tenantId: 'bench', clientId: 'bench', auth: { method: 'clientSecret', clientSecret: 'bench-secret' }, mailbox: 'relay@bench.example', authorityHost: emulator.url, endpoint: emulator.url };
 let relayCount = 0;
 // `previous`: start again on a stopped relay's spool and configuration (a restart after SIGKILL).
 async function startRelay(extra = {}, previous = null) {
@@ -79,7 +83,7 @@ async function startRelay(extra = {}, previous = null) {
   if (!previous) mkdirSync(dir);
   const config = {
     smtp: { listen: `127.0.0.1:${port}`, hostname: 'bench.relay', maxMessageSize: '100MB', maxConnections: 1000 },
-    graph: { tenantId: 'bench', clientId: 'bench', auth: { method: 'clientSecret', clientSecret: 'bench-secret' }, mailbox: 'relay@bench.example', authorityHost: emulator.url, endpoint: emulator.url },
+    graph: benchGraph,
     spool: { dir: path.join(dir, 'spool') },
     // Exchange's 30/minute per-mailbox pacing is off: figure 4 measures Graph's own limit.
     delivery: { retry: { minDelay: '1s', maxDelay: '5s' }, perMailbox: { messagesPerMinute: 0 } },
@@ -399,6 +403,8 @@ try {
     targetIdleMb: 80,
     targetPeakMb: 200,
   };
+  // Figures 6-8: several relays on one PostgreSQL queue (bench/cluster.mjs).
+  results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph });
   startups.sort((a, b) => a - b);
   results.startupMs = { median: quantile(startups, 0.5), max: startups[startups.length - 1], target: 1000 };
 } finally {
@@ -423,6 +429,7 @@ const lines = [
   `3. serial latency, connect to 250:         p50 ${f(r.serialLatency.p50Ms, 2)} ms (target <= 3: ${ok(r.serialLatency.p50Ms <= 3)}), p99 ${f(r.serialLatency.p99Ms, 2)} ms (target <= 15: ${ok(r.serialLatency.p99Ms <= 15)})`,
   `4. delivery at 100 ms Graph latency:       ${f(r.delivery.msgPerSec)} msg/s of ${f(r.delivery.graphLimitMsgPerSec, 0)} allowed = ${f(r.delivery.ratio * 100)} % (target >= 95 %: ${ok(r.delivery.ratio >= 0.95)}); self-inflicted 429s: ${r.delivery.selfInflicted429}; max in flight ${r.delivery.maxInFlight}`,
   `5. memory: idle RSS ${f(r.memory.idleRssMb)} MB once settled (${f(r.memory.rssOneSecondAfterStartMb)} MB 1 s after start) (target <= 80: ${ok(r.memory.idleRssMb <= 80)}); peak RSS relaying a ${f(r.memory.bigMessageBytes / 2 ** 20, 0)} MB attachment (${r.memory.bigAttachmentDeliveredBytes > 0 ? 'delivered' : 'NOT delivered'}) ${f(r.memory.peakRssMbDuringBigMessage)} MB (target <= 200: ${ok(r.memory.peakRssMbDuringBigMessage <= 200)}); start-up ${f(r.startupMs.median, 0)} ms median (target <= 1000: ${ok(r.startupMs.median <= 1000)}), ${f(r.startupAfterCrash.ms, 0)} ms after a SIGKILL right after figure 2's burst (${r.startupAfterCrash.journaledMessages} messages taken over from the journal)`,
+  ...clusterReport(r.cluster, f, ok),
 ];
 console.log(lines.join('\n'));
 mkdirSync(path.join(benchDir, 'results'), { recursive: true });
@@ -433,7 +440,11 @@ if (!produced) {
   console.error('bench: a figure is missing');
   process.exit(1);
 }
-if (r.delivery.selfInflicted429 !== 0) {
+if (r.cluster.skipped === undefined && ![r.cluster.intakeOneNode?.vsFloor, r.cluster.deliveryThreeNodesOneMailbox?.ratio].every((n) => Number.isFinite(n) && n > 0)) {
+  console.error('bench: a cluster figure is missing');
+  process.exit(1);
+}
+if (r.delivery.selfInflicted429 !== 0 || (r.cluster.deliveryThreeNodesOneMailbox?.selfInflicted429 ?? 0) !== 0) {
   console.error('bench: the relay provoked 429s itself');
   process.exit(1);
 }

@@ -20,8 +20,7 @@ import type { TokenProvider } from './graph/token-provider.js';
 import type { Logger } from './log.js';
 import { startSmtp, type RunningSmtp } from './smtp/server.js';
 import { openSpool } from './spool/open-spool.js';
-import { PgSpool } from './spool/postgres/pg-spool.js';
-import { createDispatcher, type Dispatcher } from './delivery/dispatcher.js';
+import { createDispatcher, nodeName, type Dispatcher } from './delivery/dispatcher.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
 import { parseHostPort } from './config/units.js';
@@ -203,6 +202,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     };
   }, () => spool.count('failed'));
   for (const q of recovery.quarantined) metrics.quarantined.inc({ area: q.area ?? 'unknown' });
+  // In a cluster every node's counters carry its name (queue depth and age are the cluster's).
+  if (config.spool.backend === 'postgres') metrics.registry.setDefaultLabels({ node: nodeName() });
   const observe = (inner: TokenProvider) => new ObservedTokenProvider(inner, clock.now, (ok) => metrics.tokenAcquisitions.inc({ result: ok ? 'ok' : 'error' }));
   let tokens = observe(graph.tokens);
   let routeProfiles = await buildRouteProfiles(config);
@@ -213,7 +214,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   scheduler = createDispatcher(
     schedulerOptions(config),
     {
-      ...(spool instanceof PgSpool ? { clusterStats: () => spool.clusterStats() } : {}),
+      ...(spool.clusterStats ? { clusterStats: () => (spool.clusterStats as NonNullable<Spool['clusterStats']>)() } : {}),
       spool,
       clock,
       logger,

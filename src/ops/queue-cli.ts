@@ -8,7 +8,6 @@ import { request } from 'undici';
 import type { RelayConfig } from '../config/schema.js';
 import { httpBaseUrl, localClientHost, parseDurationMs, parseHostPort } from '../config/units.js';
 import { FsSpool } from '../spool/fs/fs-spool.js';
-import { PgSpool } from '../spool/postgres/pg-spool.js';
 import { SpoolLockedError } from '../spool/lock/spool-lock.js';
 import { systemClock } from '../util/clock.js';
 import { QueueControl, runQueueRequest, type QueueItem, type QueueState } from './queue-control.js';
@@ -89,7 +88,7 @@ export async function runQueueCli(config: QueueCliConfig, args: QueueCliArgs, ou
     // Nothing listens on admin.listen: the relay is not running, so the files are ours.
     // With spool.backend: postgres this is the shared queue itself (leased messages are refused).
     const spoolConfig = await config.spool();
-    const spool = spoolConfig.backend === 'postgres' ? new PgSpool({ url: spoolConfig.postgres.url as string }) : new FsSpool(spoolConfig.dir);
+    const spool = spoolConfig.backend === 'postgres' ? new (await import('../spool/postgres/pg-spool.js')).PgSpool({ url: spoolConfig.postgres.url as string }) : new FsSpool(spoolConfig.dir);
     try {
       await spool.recover();
     } catch (e) {

@@ -6,12 +6,12 @@ import type { RelayConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { FsSpool } from './fs/fs-spool.js';
 import { realSpoolFs } from './fs/spool-fs.js';
-import { migrate } from './postgres/migrations.js';
-import { PgSpool } from './postgres/pg-spool.js';
 import type { Spool } from './spool.js';
 
 export async function openSpool(config: RelayConfig, logger: Logger, now: () => number = Date.now): Promise<Spool> {
   if (config.spool.backend === 'postgres') {
+    // Loaded only here: a single relay on its file spool does not pay for the PostgreSQL client at start.
+    const [{ PgSpool }, { migrate }] = await Promise.all([import('./postgres/pg-spool.js'), import('./postgres/migrations.js')]);
     const spool = new PgSpool({
       url: config.spool.postgres.url as string,
       onError: (event, err) => logger.error({ event, err: err.message }, 'spool background work failed; it is retried'),

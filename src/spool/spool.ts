@@ -74,6 +74,8 @@ export interface Spool {
    * absent where nothing else writes to the spool.
    */
   subscribe?(handler: (event: SpoolEvent) => void): () => void;
+  /** The whole queue's figures where several relays share it (metrics show the cluster's, not this node's). */
+  clusterStats?(): Promise<{ depth: number; oldestReceivedAt: number | null; held: number; inFlightByMailbox: Map<string, number> }>;
 }
 
 export type SpoolEvent = { kind: 'wake'; mailbox: string | null } | { kind: 'pause'; mailbox: string; untilMs: number };

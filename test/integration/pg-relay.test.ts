@@ -99,14 +99,22 @@ describe('relay on the PostgreSQL spool', () => {
   }, 60_000);
 
   it('queue commands act on the shared queue: hold keeps a message back, release sends it', async () => {
-    h.emulator.faults.add({ route: 'sendMail', status: 503, times: 1 });
+    h.emulator.faults.add({ route: 'sendMail', status: 503, times: 10_000 });
     expect((await sendRaw(h.port, 'pg-hold')).code).toBe(250);
-    const listDeferred = async () => (await h.relay.queue.list('deferred')).filter((i) => i.entry.attempts > 0);
-    await until(async () => (await listDeferred()).length === 1, 10_000);
-    const [item] = await listDeferred();
-    await h.relay.queue.hold(item!.id);
-    expect((await h.relay.queue.show(item!.id)).state).toBe('held');
-    await h.relay.queue.release(item!.id);
+    let id = '';
+    await until(async () => {
+      const deferred = (await h.relay.queue.list()).find((i) => i.entry.attempts > 0);
+      id = deferred?.id ?? '';
+      return id !== '';
+    }, 10_000);
+    // Between retries the message is not leased; while an attempt runs the hold is refused (409).
+    await until(async () => h.relay.queue.hold(id).then(() => true, () => false), 10_000);
+    expect((await h.relay.queue.show(id)).state).toBe('held');
+    h.emulator.faults.clear();
+    const delivered = h.emulator.mail.delivered.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(h.emulator.mail.delivered.length).toBe(delivered); // held: not sent although Graph answers again
+    await h.relay.queue.release(id);
     await waitForDelivery(h.emulator, 'pg-hold', 10_000);
   });
 });

@@ -1,0 +1,173 @@
+// Figures 6-8 (issue 13): the shared PostgreSQL queue, measured in the same run as figures 1-5.
+//   6. intake on PostgreSQL (one node) vs the file spool (figure 2's relay, re-measured here) and vs
+//      a bare INSERT ... COMMIT floor on the same database (8 clients, one 10 KB row per commit)
+//   7. three nodes' aggregate intake on one database
+//   8. delivery with three nodes and one mailbox (target 0.95-1.0x of 4 / 100 ms = 40 msg/s, 0
+//      self-inflicted 429s), and with three mailboxes (3 x 40 msg/s allowed)
+// The database is a throwaway server started here (initdb + pg_ctl on a free loopback port, as the
+// tests do); without PostgreSQL's binaries the figures are reported as skipped.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import net from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function binDir() {
+  const root = '/usr/lib/postgresql';
+  if (!existsSync(root)) return null;
+  const versions = readdirSync(root).filter((v) => existsSync(path.join(root, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
+  return versions[0] ? path.join(root, versions[0], 'bin') : null;
+}
+
+/** A throwaway server with the defaults a production server has (fsync on, synchronous_commit on). */
+async function startServer(work) {
+  const bin = binDir();
+  if (!bin) return null;
+  // Its own temp dir (the bench's is 0700 root-owned; the server runs as postgres when we are root).
+  const base = mkdtempSync(path.join(os.tmpdir(), 'sgr-bench-pg-'));
+  chmodSync(base, 0o755);
+  const asRoot = process.getuid?.() === 0;
+  const run = (tool, args) => execFileSync(asRoot ? 'runuser' : path.join(bin, tool), asRoot ? ['-u', 'postgres', '--', path.join(bin, tool), ...args] : args, { timeout: 60_000, stdio: 'pipe' });
+  if (asRoot) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString());
+    chownSync(base, uid, gid);
+  }
+  const data = path.join(base, 'data');
+  run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
+  const port = await freePort();
+  run('pg_ctl', ['-D', data, '-l', path.join(base, 'log'), '-o', `-c listen_addresses=127.0.0.1 -p ${port} -c unix_socket_directories=${base} -c max_connections=200`, '-w', 'start']);
+  let n = 0;
+  return {
+    async database() {
+      n += 1;
+      const admin = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE bench_${n}`);
+      await admin.end();
+      return `postgres://postgres@127.0.0.1:${port}/bench_${n}`;
+    },
+    stop: () => {
+      try {
+        run('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
+      } finally {
+        rmSync(base, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+/** The floor: 8 clients, each committing one 10 KB row per transaction (what 250-after-COMMIT costs at least). */
+async function insertFloor(url, count, bytes) {
+  const setup = new pg.Client({ connectionString: url });
+  await setup.connect();
+  await setup.query('CREATE TABLE floor (id bigserial PRIMARY KEY, data bytea NOT NULL)');
+  await setup.end();
+  const payload = Buffer.alloc(bytes, 120);
+  let next = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      while (next < count) {
+        next += 1;
+        await client.query('INSERT INTO floor (data) VALUES ($1)', [payload]);
+      }
+      await client.end();
+    }),
+  );
+  return count / ((performance.now() - start) / 1000);
+}
+
+/**
+ * @param {object} ctx the bench's own helpers: startRelay(extra), nodeLoad(port, count, reuse), emulator, counts, messageBytes, work, graph (the relay's graph section)
+ */
+export async function clusterFigures(ctx) {
+  const { startRelay, nodeLoad, emulator, counts, messageBytes, work, graph } = ctx;
+  const server = await startServer(work);
+  if (!server) return { skipped: 'PostgreSQL server binaries not found (Debian package postgresql)' };
+  const pgSpool = (url) => ({ spool: { dir: path.join(work, 'unused'), backend: 'postgres', postgres: { url, leaseTimeout: '30s' } } });
+  const stopAll = (relays) => Promise.all(relays.map((r) => r.stop()));
+  try {
+    const out = {};
+    // 6. one node: PostgreSQL vs the file spool vs the bare floor, same load (8 sessions, reused connections).
+    const fsRelay = await startRelay();
+    const fsRate = (await nodeLoad(fsRelay.port, counts.intake, true)).msgPerSec;
+    await fsRelay.stop();
+    const one = await startRelay(pgSpool(await server.database()));
+    const pgRate = (await nodeLoad(one.port, counts.intake, true)).msgPerSec;
+    await one.stop();
+    const floorRate = await insertFloor(await server.database(), counts.intake, messageBytes);
+    out.intakeOneNode = { postgresMsgPerSec: pgRate, filesystemMsgPerSec: fsRate, insertCommitFloorMsgPerSec: floorRate, vsFilesystem: pgRate / fsRate, vsFloor: pgRate / floorRate };
+
+    // 7. three nodes on one database, load spread evenly (8 sessions each).
+    const url3 = await server.database();
+    const three = [];
+    for (let i = 0; i < 3; i++) three.push(await startRelay(pgSpool(url3)));
+    const t0 = performance.now();
+    await Promise.all(three.map((r) => nodeLoad(r.port, Math.floor(counts.intake / 3), true)));
+    const aggregate = (3 * Math.floor(counts.intake / 3)) / ((performance.now() - t0) / 1000);
+    await stopAll(three);
+    out.intakeThreeNodes = { aggregateMsgPerSec: aggregate, vsOneNode: aggregate / pgRate };
+
+    // 8a. delivery, three nodes, one mailbox: the cluster must fill Graph's 4 slots and never exceed them.
+    // The messages are all accepted first, with the mailboxes paused in the database (the pause every
+    // node honours), so the figure is delivery alone, not intake on this shared machine; the clock
+    // starts when the pause is lifted.
+    const deliver = async (mailboxes) => {
+      const url = await server.database();
+      const nodes = [];
+      for (let i = 0; i < 3; i++) nodes.push(await startRelay({ ...pgSpool(url), graph: { ...graph, mailbox: mailboxes[i % mailboxes.length] } }));
+      const db = new pg.Client({ connectionString: url });
+      await db.connect();
+      for (const m of mailboxes) await db.query(`INSERT INTO relay.mailboxes (mailbox, paused_until) VALUES ($1, now() + interval '1 hour') ON CONFLICT (mailbox) DO UPDATE SET paused_until = EXCLUDED.paused_until`, [m]);
+      const before = emulator.mail.delivered.length;
+      const throttles = emulator.mail.concurrencyThrottles;
+      const total = counts.delivery * mailboxes.length;
+      await Promise.all(nodes.map((n) => nodeLoad(n.port, Math.floor(total / 3), true)));
+      const start = Date.now();
+      await db.query(`UPDATE relay.mailboxes SET paused_until = NULL`);
+      await db.query(`SELECT pg_notify('smtp_graph_relay', 'wake')`);
+      await db.end();
+      await emulator.mail.waitForDelivered(before + 3 * Math.floor(total / 3), 300_000);
+      const batch = emulator.mail.delivered.slice(before);
+      const spanSec = (batch[batch.length - 1].at - start) / 1000;
+      const limit = (mailboxes.length * emulator.mail.concurrencyLimit) / (emulator.mail.latencyMs / 1000);
+      await stopAll(nodes);
+      const rate = batch.length / spanSec;
+      return { msgPerSec: rate, graphLimitMsgPerSec: limit, ratio: rate / limit, selfInflicted429: emulator.mail.concurrencyThrottles - throttles, maxInFlight: Math.max(...mailboxes.map((m) => emulator.mail.maxInFlightSeen.get(m) ?? 0)) };
+    };
+    out.deliveryThreeNodesOneMailbox = { ...(await deliver(['relay@bench.example'])), target: [0.95, 1.0] };
+    for (const m of ['second@bench.example', 'third@bench.example']) emulator.mail.addMailbox({ upn: m, displayName: m });
+    out.deliveryThreeNodesThreeMailboxes = await deliver(['relay@bench.example', 'second@bench.example', 'third@bench.example']);
+    return out;
+  } finally {
+    server.stop();
+  }
+}
+
+/** Report lines for figures 6-8. */
+export function clusterReport(c, f, ok) {
+  if (!c || c.skipped) return [`6-8. PostgreSQL cluster figures skipped: ${c?.skipped ?? 'not run'}`];
+  const d1 = c.deliveryThreeNodesOneMailbox;
+  const d3 = c.deliveryThreeNodesThreeMailboxes;
+  return [
+    `6. intake on PostgreSQL, one node, reused connections: ${f(c.intakeOneNode.postgresMsgPerSec, 0)} msg/s = ${f(c.intakeOneNode.vsFilesystem * 100)} % of the file spool (${f(c.intakeOneNode.filesystemMsgPerSec, 0)} msg/s), ${f(c.intakeOneNode.vsFloor * 100)} % of a bare INSERT ... COMMIT floor (${f(c.intakeOneNode.insertCommitFloorMsgPerSec, 0)} rows/s, 8 clients)`,
+    `7. intake, three nodes on one database: ${f(c.intakeThreeNodes.aggregateMsgPerSec, 0)} msg/s together = ${f(c.intakeThreeNodes.vsOneNode, 2)}x one node`,
+    `8. delivery, three nodes, one mailbox: ${f(d1.msgPerSec)} msg/s of ${f(d1.graphLimitMsgPerSec, 0)} allowed = ${f(d1.ratio, 3)}x (target 0.95-1.0x: ${ok(d1.ratio >= 0.95 && d1.ratio <= 1.0)}); self-inflicted 429s ${d1.selfInflicted429}; max in flight ${d1.maxInFlight}`,
+    `   three nodes, three mailboxes: ${f(d3.msgPerSec)} msg/s of ${f(d3.graphLimitMsgPerSec, 0)} allowed = ${f(d3.ratio, 3)}x; self-inflicted 429s ${d3.selfInflicted429}; max in flight per mailbox ${d3.maxInFlight}`,
+  ];
+}
