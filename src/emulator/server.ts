@@ -262,6 +262,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (route === 'deleteMessage') {
         mail.drafts.delete(draftId);
         mail.deletedDrafts += 1;
+        // Its upload sessions go with it (a later PUT gets 404, as for an expired session).
+        for (const [sid, upload] of mail.uploads) if (upload.draftId === draftId) mail.uploads.delete(sid);
         res.writeHead(204, { 'request-id': requestId });
         return void res.end();
       }

@@ -123,7 +123,7 @@ describe('a queued message shows the cause', () => {
       const configFile = path.join(dir, 'relay.yaml');
       const input = relayConfigInput(h.emulator, h.spoolDir, { admin: { listen: new URL(h.relay.admin?.url ?? '').host } });
       await writeConfig(configFile, input);
-      const { stdout } = await promisify(execFile)(process.execPath, [MAIN, 'queue', 'show', id, '--config', configFile], { timeout: 20_000 });
+      const { stdout } = await promisify(execFile)(process.execPath, [MAIN, 'queue', 'show', id, '--config', configFile], { timeout: 90_000 });
       expect(stdout).toContain('connection refused (ECONNREFUSED)');
       expect(stdout).toContain('fix: check the host and port in graph.endpoint');
       const ready = await fetch(`${h.relay.admin?.url}/readyz`);
@@ -133,5 +133,5 @@ describe('a queued message shows the cause', () => {
       await h.close();
       await rm(dir, { recursive: true, force: true });
     }
-  }, 60_000);
+  }, 180_000);
 });

@@ -41,7 +41,7 @@ async function freePort(): Promise<number> {
 /** Runs the CLI; never throws on a non-zero exit. Env is exactly what is given (plus PATH), like a fresh admin shell. */
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH, ...env }, timeout: 30_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH, ...env }, timeout: 90_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
   });
@@ -92,7 +92,7 @@ describe('queue commands need only what they use (item 8)', () => {
     const plain = await configFile('plain', { graph: { caFile, auth: { method: 'clientSecret', clientSecret: '${GRAPH_CLIENT_SECRET}' } } }, { spool: { dir: stateDir } });
     const direct = await cli(['queue', 'list', '--config', plain.file]);
     expect(direct).toMatchObject({ code: 0, stdout: 'queue is empty\n' });
-  }, 60_000);
+  }, 180_000);
 
   it('reach the demo relay without --config', async () => {
     const demoDir = path.join(dir, 'demo');
@@ -111,7 +111,7 @@ describe('queue commands need only what they use (item 8)', () => {
     } finally {
       relay.child.kill('SIGKILL');
     }
-  }, 60_000);
+  }, 180_000);
 });
 
 describe('the admin port in use (item 9)', () => {
@@ -129,7 +129,7 @@ describe('the admin port in use (item 9)', () => {
     } finally {
       busy.close();
     }
-  }, 30_000);
+  }, 120_000);
 });
 
 describe('reloads are visible (item 10)', () => {
@@ -153,7 +153,7 @@ describe('reloads are visible (item 10)', () => {
     } finally {
       await stop(relay);
     }
-  }, 60_000);
+  }, 180_000);
 });
 
 describe('a manual queue retry (item 11)', () => {
@@ -179,7 +179,7 @@ describe('a manual queue retry (item 11)', () => {
       emulator.faults.clear();
       await stop(relay);
     }
-  }, 120_000);
+  }, 180_000);
 });
 
 describe('a display name that is itself the address (item 12)', () => {
@@ -195,5 +195,5 @@ describe('a display name that is itself the address (item 12)', () => {
     } finally {
       await stop(relay);
     }
-  }, 90_000);
+  }, 120_000);
 });
