@@ -6,7 +6,8 @@
  * so after a crash or a restart the drafts of unfinished attempts are still deleted: nothing is
  * left behind in the sending mailbox's Drafts folder.
  */
-import { open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import path from 'node:path';
 import type { GraphOutcome } from '../graph/graph-call.js';
 import { isHeld } from '../graph/graph-call.js';
 import type { DraftTracker, LargeProgress } from '../graph/large-message.js';
@@ -62,6 +63,9 @@ export class DraftCleanup {
   /** Loads the record; drafts an earlier run was still building are given up (their upload sessions lived in that process). */
   static async open(file: string, deps: DraftCleanupDeps): Promise<DraftCleanup> {
     const cleanup = new DraftCleanup(file, deps);
+    // With spool.backend: postgres nothing else creates spool.dir, and a draft that cannot be
+    // recorded fails its attempt (the large path records a draft before anything else happens to it).
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     let stored: DraftRecord[] = [];
     try {
       stored = JSON.parse(await readFile(file, 'utf8')) as DraftRecord[];
