@@ -8,7 +8,7 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import nodemailer from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { hasChromium, launchBrowser, overflowsHorizontally, screenshots, type TestBrowser } from '../helpers/browser.js';
+import { runPageTests, launchBrowser, overflowsHorizontally, screenshots, type TestBrowser } from '../helpers/browser.js';
 import { MAILBOX, startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
 import { until } from '../helpers/wait.js';
 
@@ -16,7 +16,7 @@ let browser: TestBrowser;
 let h: Harness | null = null;
 
 beforeAll(async () => {
-  if (hasChromium) browser = await launchBrowser();
+  if (runPageTests) browser = await launchBrowser();
 }, 90_000);
 afterAll(async () => {
   await browser?.close();
@@ -46,7 +46,7 @@ function post(url: string, body: string, headers: Record<string, string>): Promi
   });
 }
 
-describe.skipIf(!hasChromium)('console', () => {
+describe.skipIf(!runPageTests)('console', () => {
   it('shows delivered mail in the overview, a deferred message in the queue, and holds and releases it', async () => {
     // Retries ten minutes apart: the deferred message stays deferred while the test looks at it.
     h = await startHarness({ config: { delivery: { retry: { minDelay: '10m', maxDelay: '1h' }, perMailbox: { messagesPerMinute: 0 } } } });

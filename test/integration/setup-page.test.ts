@@ -11,7 +11,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningEmulator } from '../../src/emulator/server.js';
 import { parseEnvFile } from '../../src/setup/config-file.js';
-import { hasChromium, launchBrowser, overflowsHorizontally, screenshots, type TestBrowser } from '../helpers/browser.js';
+import { runPageTests, launchBrowser, overflowsHorizontally, screenshots, type TestBrowser } from '../helpers/browser.js';
 import { CLIENT_ID, CLIENT_SECRET, MAILBOX, startTestEmulator, TENANT, waitForDelivery } from '../helpers/harness.js';
 import { MAIN, spawnRelay } from '../helpers/relay-process.js';
 import { until } from '../helpers/wait.js';
@@ -23,7 +23,7 @@ let browser: TestBrowser;
 beforeAll(async () => {
   emu = await startTestEmulator();
   dir = await mkdtemp(path.join(os.tmpdir(), 'sgr-setup-'));
-  if (hasChromium) browser = await launchBrowser();
+  if (runPageTests) browser = await launchBrowser();
 }, 90_000);
 afterAll(async () => {
   await browser?.close();
@@ -41,7 +41,7 @@ function startSetup(configFile: string): { child: ChildProcess; url: Promise<str
   return { child, url, output: () => out, exited };
 }
 
-describe.skipIf(!hasChromium)('setup page', () => {
+describe.skipIf(!runPageTests)('setup page', () => {
   it('diagnoses a wrong secret, then saves a working configuration that serve delivers with', async () => {
     const caFile = path.join(dir, 'emulator-ca.pem');
     await writeFile(caFile, emu.caPem);
@@ -161,7 +161,7 @@ describe('setup --no-browser', () => {
   }, 90_000);
 });
 
-describe.skipIf(!hasChromium)('setup page, device code', () => {
+describe.skipIf(!runPageTests)('setup page, device code', () => {
   it('shows the code and the sign-in address in the page and finishes once the person has signed in', async () => {
     const dcEmu = await startTestEmulator({ apps: [{ clientId: 'public-app', tenantId: TENANT, secrets: [], roles: [], publicClient: true, delegatedScopes: ['Mail.Send'] }] });
     const caFile = path.join(dir, 'dc-ca.pem');
