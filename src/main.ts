@@ -84,8 +84,8 @@ async function main(argv: string[]): Promise<number> {
       const { runHealth, DEFAULT_ADMIN_LISTEN } = await import('./cli/health.js');
       // RELAY_CONFIG naming a file that does not exist is the image's demo mode (Dockerfile).
       const file = values.config ?? (configFile && existsSync(configFile) ? configFile : undefined);
-      const listen = file ? (await loadConfigSections(file, ['admin'])).admin.listen : DEFAULT_ADMIN_LISTEN;
-      return await runHealth(listen, values.ready === true, process.stdout);
+      const admin = file ? (await loadConfigSections(file, ['admin'])).admin : { listen: DEFAULT_ADMIN_LISTEN, token: undefined };
+      return await runHealth(admin.listen, values.ready === true, process.stdout, 4000, admin.token);
     }
     if (command === 'setup') {
       const { runSetup } = await import('./setup/run-setup.js');

@@ -16,14 +16,15 @@ export function healthUrl(adminListen: string, ready: boolean): string {
   return `${httpBaseUrl(host, parsed.port)}${ready ? '/readyz' : '/healthz'}`;
 }
 
-export async function runHealth(adminListen: string | false, ready: boolean, out: Writable, timeoutMs = 4000): Promise<number> {
+/** `token` is admin.token from the same config: /readyz needs it when it is set (admin-guard.ts); /healthz never does. */
+export async function runHealth(adminListen: string | false, ready: boolean, out: Writable, timeoutMs = 4000, token?: string): Promise<number> {
   if (adminListen === false) {
     out.write('admin.listen is off, so there is nothing to ask; turn it on (e.g. 127.0.0.1:9925) for health checks\n');
     return 1;
   }
   const url = healthUrl(adminListen, ready);
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
     const body = await res.text();
     out.write(`${res.ok ? 'ok' : 'not ok'}  ${url} ${res.status} ${body.slice(0, 500)}\n`);
     return res.ok ? 0 : 1;

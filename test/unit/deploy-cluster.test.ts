@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
 
 const root = path.resolve(__dirname, '../..');
-const env = { PGPASSWORD: 'p', GRAPH_CLIENT_SECRET: 's' };
+const env = { PGPASSWORD: 'p', GRAPH_CLIENT_SECRET: 's', ADMIN_TOKEN: '0123456789abcdef0123456789abcdef' };
 
 describe('deploy/ for several relays', () => {
   it('compose: PostgreSQL and two relays that wait for it, each checked on /readyz, sharing one valid configuration', () => {
@@ -20,11 +20,12 @@ describe('deploy/ for several relays', () => {
     expect(compose.services.db?.image).toMatch(/^postgres:/);
     for (const [, relay] of relays) {
       expect(relay.depends_on).toEqual({ db: { condition: 'service_healthy' } });
-      expect(relay.healthcheck?.test.join(' ')).toContain('/readyz');
+      expect(relay.healthcheck?.test.join(' ')).toContain('health --ready');
     }
     const config = parseConfigText(readFileSync(path.join(root, 'deploy/relay-cluster.yaml'), 'utf8'), env, 'relay-cluster.yaml');
     expect(config.spool.backend).toBe('postgres');
     expect(config.spool.postgres.url).toBe('postgres://relay:p@db:5432/relay');
+    expect(config.admin.token).toBe(env.ADMIN_TOKEN);
   });
 
   it('kubernetes: a Deployment of 2 replicas ready on /readyz, a Service, a PodDisruptionBudget and a valid configuration', () => {
@@ -33,7 +34,8 @@ describe('deploy/ for several relays', () => {
     const deployment = kind('Deployment');
     expect(deployment?.spec.replicas).toBe(2);
     const container = deployment?.spec.template.spec.containers[0];
-    expect(container.readinessProbe.httpGet.path).toBe('/readyz');
+    expect(container.readinessProbe.exec.command.join(' ')).toContain('health --ready');
+    expect(container.env.map((e: { name: string }) => e.name)).toContain('ADMIN_TOKEN');
     expect(container.securityContext.allowPrivilegeEscalation).toBe(false);
     expect(kind('Service')?.spec.selector).toEqual(deployment?.spec.selector.matchLabels);
     expect(kind('PodDisruptionBudget')?.spec.minAvailable).toBe(1);
