@@ -50,6 +50,17 @@ function send(res: ServerResponse, status: number, body: string, headers: Record
   res.end(body);
 }
 
+/** The posted form, or null once a body over MAX_FORM_BYTES has been answered with 413. */
+async function readFormOr413(req: IncomingMessage, res: ServerResponse): Promise<FormData | null> {
+  try {
+    return await readForm(req, MAX_FORM_BYTES);
+  } catch (err) {
+    if (!(err instanceof FormTooLargeError)) throw err;
+    send(res, 413, 'form too large');
+    return null;
+  }
+}
+
 function redirect(res: ServerResponse, location: string, headers: Record<string, string> = {}): void {
   res.writeHead(303, { location, 'cache-control': 'no-store', ...headers });
   res.end();
@@ -84,14 +95,8 @@ export function createConsole(deps: ConsoleDeps): ConsoleHandler {
         return true;
       }
       if (method === 'POST') {
-        let form: FormData;
-        try {
-          form = await readForm(req, MAX_FORM_BYTES);
-        } catch (err) {
-          if (!(err instanceof FormTooLargeError)) throw err;
-          send(res, 413, 'form too large');
-          return true;
-        }
+        const form = await readFormOr413(req, res);
+        if (!form) return true;
         const token = form.get('token');
         if (typeof token === 'string' && tokenMatches(token, deps.token as string)) {
           const created = sessions.create();
@@ -135,14 +140,8 @@ export function createConsole(deps: ConsoleDeps): ConsoleHandler {
       send(res, 405, 'method not allowed', { allow: 'GET, POST' });
       return true;
     }
-    let form: FormData;
-    try {
-      form = await readForm(req, MAX_FORM_BYTES);
-    } catch (err) {
-      if (!(err instanceof FormTooLargeError)) throw err;
-      send(res, 413, 'form too large');
-      return true;
-    }
+    const form = await readFormOr413(req, res);
+    if (!form) return true;
     if (!validCsrf(session, form)) {
       refuseForm(res, session);
       return true;
