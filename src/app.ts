@@ -20,6 +20,7 @@ import type { TokenProvider } from './graph/token-provider.js';
 import type { Logger } from './log.js';
 import { startSmtp, type RunningSmtp } from './smtp/server.js';
 import { openSpool } from './spool/open-spool.js';
+import { ClaimLoop } from './delivery/claim-loop.js';
 import { createDispatcher, nodeName, type Dispatcher } from './delivery/dispatcher.js';
 import type { Spool } from './spool/spool.js';
 import { systemClock, type Clock } from './util/clock.js';
@@ -230,6 +231,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
           spool,
           now: clock.now,
           pausedUntil: (m) => scheduler.pausedUntil(m),
+          ...(scheduler instanceof ClaimLoop ? { refreshPause: (m: string) => (scheduler as ClaimLoop).refreshPause(m) } : {}),
           drafts: (e) => drafts.trackerFor(e.id, e.mailbox, e.graphProfile),
           pacer: (e) => uploadBudgets.for(e.graphProfile ?? '', e.mailbox),
           delegated: profile.tokens.delegated === true,

@@ -25,6 +25,8 @@ export interface AttemptDeps {
    * its token). Checked right before every request, so no request leaves after we know to wait.
    */
   pausedUntil?: (mailbox: string) => number;
+  /** Brings pausedUntil up to date from a shared store before the first request (the cluster's). */
+  refreshPause?: (mailbox: string) => Promise<void>;
   now?: () => number;
   /** The message's draft on the large path (draft-cleanup.ts); without it drafts are neither resumed nor cleaned up. */
   drafts?: (entry: SpoolEntry) => DraftTracker;
@@ -95,6 +97,7 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
     const retryAfterMs = o.kind === 'http' ? o.retryAfterMs : null;
     return { decision: { action: 'postpone', untilMs: retryAfterMs !== null ? now() + retryAfterMs : Math.max(now(), deps.pausedUntil?.(entry.mailbox) ?? 0) } };
   };
+  await deps.refreshPause?.(entry.mailbox);
   const waitFirst = postponed(entry, deps);
   if (waitFirst) return waitFirst;
   let outcome = await send(token);

@@ -97,6 +97,16 @@ export class ClaimLoop {
     else this.pump();
   }
 
+  /**
+   * Right before a request leaves: the pause another node recorded may not have reached this one
+   * yet (NOTIFY is delivered asynchronously, and late on a busy node), so ask the database itself.
+   * The window left is one query, instead of the notification's delivery and processing.
+   */
+  async refreshPause(mailbox: string): Promise<void> {
+    const until = await this.spool.mailboxPausedUntil?.(mailbox).catch(() => 0);
+    if (until) this.notePause(mailbox, until);
+  }
+
   private notePause(mailbox: string, untilMs: number): void {
     this.pauses.set(mailbox, Math.max(this.pauses.get(mailbox) ?? 0, untilMs));
   }

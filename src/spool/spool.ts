@@ -75,6 +75,8 @@ export interface Spool {
    */
   subscribe?(handler: (event: SpoolEvent) => void): () => void;
   /** The whole queue's figures where several relays share it (metrics show the cluster's, not this node's). */
+  /** The mailbox's shared Retry-After pause (epoch ms, 0 when none), read from the store itself. */
+  mailboxPausedUntil?(mailbox: string): Promise<number>;
   clusterStats?(): Promise<{ depth: number; oldestReceivedAt: number | null; held: number; inFlightByMailbox: Map<string, number> }>;
 }
 

@@ -45,8 +45,14 @@ function fsBackend(): Backend {
       dirs.push(dir);
       return track(new FsSpool(dir));
     },
-    // The first spool stands for a crashed process: its lock would be stale, so this one does not take it.
-    again: async () => track(new FsSpool(dir, undefined, { lock: false })),
+    // The first spool stands for a crashed process: its lock would be stale, so this one does not
+    // take it. A dead process files nothing more, so the first spool's background filing is
+    // stopped first (close with no grace; it writes nothing new): otherwise it could retire a
+    // journal segment while this one adopts it, which no real restart can meet (the lock).
+    again: async () => {
+      await opened.at(-1)?.close(0);
+      return track(new FsSpool(dir, undefined, { lock: false }));
+    },
     async teardown() {
       for (const d of dirs) await rm(d, { recursive: true, force: true });
     },

@@ -108,7 +108,8 @@ export async function startHarness(options: { emulator?: EmulatorOptions; config
     async close() {
       await harness.relay.stop(2000);
       await emulator.close();
-      await rm(spoolDir, { recursive: true, force: true });
+      // maxRetries: a spool closed at its deadline may still be retiring a journal segment (ENOTEMPTY).
+      await rm(spoolDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
     },
   };
   harness.port = harness.relay.smtp.addresses[0]?.port ?? 0;

@@ -447,6 +447,11 @@ export class PgSpool implements Spool {
     return result.rowCount === 1;
   }
 
+  async mailboxPausedUntil(mailbox: string): Promise<number> {
+    const { rows } = await this.q<{ until: string | null }>(`SELECT (extract(epoch FROM paused_until) * 1000)::bigint::text AS until FROM relay.mailboxes WHERE mailbox = $1 AND paused_until > now()`, [mailbox]);
+    return rows[0]?.until ? Number(rows[0].until) : 0;
+  }
+
   async pauseMailbox(mailbox: string, untilMs: number): Promise<void> {
     await this.q(
       `WITH p AS (INSERT INTO relay.mailboxes (mailbox, paused_until) VALUES ($1, to_timestamp($2 / 1000.0))
