@@ -2,6 +2,7 @@
  * One HTTP stack (undici) for both the token endpoint (MSAL, via its networkClient hook) and Graph,
  * so trust (system CAs + NODE_EXTRA_CA_CERTS + graph.caFile) and timeouts are decided in one place.
  */
+import { Readable } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { Agent, DecoratorHandler, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
@@ -97,6 +98,24 @@ function noProxyMatches(noProxy: string, url: string): boolean {
   return noProxy.split(/[\s,]+/).filter(Boolean).some((entry) => entry === '*' || host === entry.replace(/^\./, '') || host.endsWith(entry.startsWith('.') ? entry : `.${entry}`));
 }
 
+/**
+ * Bodies over this go out in 64 KiB pieces, so TLS encrypts them between event-loop turns instead
+ * of in one block: a 4 MB base64 draft written at once held the loop for ~25-50 ms of a 65-100 ms
+ * stall (cpu profile of mime-scan-stall.test.ts; issue 11, item 13). The length is still declared.
+ */
+const STREAM_BODY_OVER = 256 * 1024;
+const PIECE = 64 * 1024;
+
+function inPieces(body: string | Buffer | undefined, headers: Record<string, string> | undefined): { body: string | Buffer | Readable | undefined; headers: Record<string, string> | undefined } {
+  if (body === undefined || body.length <= STREAM_BODY_OVER / 4) return { body, headers };
+  const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+  if (bytes.length <= STREAM_BODY_OVER) return { body, headers };
+  async function* pieces(): AsyncIterable<Buffer> {
+    for (let offset = 0; offset < bytes.length; offset += PIECE) yield bytes.subarray(offset, offset + PIECE);
+  }
+  return { body: Readable.from(pieces(), { objectMode: false }), headers: { ...headers, 'content-length': String(bytes.length) } };
+}
+
 export function createHttpTransport(options: HttpTransportOptions): HttpTransport {
   const ca = trustedCas(options.extraCaPem ?? []);
   const env = options.env ?? process.env;
@@ -121,10 +140,11 @@ export function createHttpTransport(options: HttpTransportOptions): HttpTranspor
     async request(url, init) {
       let response: Dispatcher.ResponseData;
       try {
+        const { body, headers } = inPieces(init.body, init.headers);
         response = await request(url, {
           method: init.method as Dispatcher.HttpMethod,
-          headers: init.headers,
-          body: init.body,
+          headers,
+          body,
           dispatcher: init.mayStart ? gate(init.mayStart) : dispatcher,
         });
       } catch (err) {
