@@ -10,7 +10,8 @@ import { startHarness, waitForDelivery, type Harness } from '../helpers/harness.
 import { itWhen } from '../helpers/prerequisites.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
 
-const CORPUS = path.resolve(__dirname, '../../../shared/corpus');
+// Beside the repository (../shared/corpus); .ci/run names it in RELAY_CORPUS_DIR for a clone made elsewhere.
+const CORPUS = process.env.RELAY_CORPUS_DIR ?? path.resolve(__dirname, '../../../shared/corpus');
 const available = existsSync(CORPUS);
 const fixtures = available ? readdirSync(CORPUS).filter((f) => f.endsWith('.eml')).sort() : [];
 
