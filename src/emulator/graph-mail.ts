@@ -110,6 +110,8 @@ export class GraphMailState extends EventEmitter {
    * connection is dated from the connection's acceptance (requestStartedAt in server.ts).
    */
   retryAfterGraceMs = 100;
+  /** The latest a request arrived inside the grace after a Retry-After (tests print it, to see how close they run). */
+  graceUsedMs = 0;
   /** Per mailbox: when we last sent a Retry-After, and until when it holds. */
   private readonly throttledAt = new Map<string, number>();
   /** Per mailbox: no request expected before this time (a Retry-After we sent). */
@@ -175,7 +177,9 @@ export class GraphMailState extends EventEmitter {
     const until = this.notBefore.get(mailbox);
     const now = startedAt;
     const sentAt = this.throttledAt.get(mailbox) ?? 0;
-    if (until !== undefined && now < until && now > sentAt + this.retryAfterGraceMs) this.retryAfterViolations.push({ mailbox, earlyByMs: until - now, route });
+    if (until === undefined || now >= until) return;
+    if (now > sentAt + this.retryAfterGraceMs) this.retryAfterViolations.push({ mailbox, earlyByMs: until - now, route });
+    else this.graceUsedMs = Math.max(this.graceUsedMs, now - sentAt);
   }
 
   newRequestId(): string {

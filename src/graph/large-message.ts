@@ -14,6 +14,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { readHeaderBlockFromFile } from '../mime/header-block.js';
+import { chunksFrom, decodedBase64, decodedSize } from './base64-range.js';
 import { MimeStructureError, scanLeafParts, type LeafPart } from '../mime/mime-structure.js';
 import { heldOutcome, isHeld, LARGE_PATH_LOST, type GraphCall, type GraphOutcome } from './graph-call.js';
 
@@ -92,49 +93,6 @@ async function withoutRanges(file: string, size: number, cuts: Array<[number, nu
   return Buffer.concat(pieces);
 }
 
-/** Streams a base64 body range as decoded bytes, in pieces of any size. */
-async function* decodedBase64(file: string, start: number, end: number): AsyncGenerator<Buffer> {
-  if (end <= start) return;
-  let carry = '';
-  for await (const chunk of createReadStream(file, { start, end: end - 1, highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>) {
-    const text = carry + chunk.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, '');
-    const usable = text.length - (text.length % 4);
-    carry = text.slice(usable);
-    if (usable > 0) yield Buffer.from(text.slice(0, usable), 'base64');
-  }
-  if (carry.replace(/=/g, '').length > 0) yield Buffer.from(carry, 'base64');
-}
-
-async function decodedSize(file: string, part: LeafPart): Promise<number> {
-  let size = 0;
-  for await (const piece of decodedBase64(file, part.bodyStart, part.bodyEnd)) size += piece.length;
-  return size;
-}
-
-/** The decoded bytes from `from` on, in pieces of exactly `size` (the last may be shorter). */
-async function* chunksFrom(source: AsyncIterable<Buffer>, from: number, size: number): AsyncGenerator<Buffer> {
-  let skipped = 0;
-  let pending: Buffer[] = [];
-  let length = 0;
-  for await (let piece of source) {
-    if (skipped < from) {
-      const skip = Math.min(from - skipped, piece.length);
-      skipped += skip;
-      piece = piece.subarray(skip);
-      if (piece.length === 0) continue;
-    }
-    pending.push(piece);
-    length += piece.length;
-    while (length >= size) {
-      const all = Buffer.concat(pending);
-      yield all.subarray(0, size);
-      pending = [all.subarray(size)];
-      length -= size;
-    }
-  }
-  if (length > 0) yield Buffer.concat(pending);
-}
-
 /** The first offset of Outlook's NextExpectedRanges ("2097152" or "2097152-"; the key's case varies, §2.1). */
 export function nextExpectedOffset(json: unknown): number | null {
   const body = json as { NextExpectedRanges?: unknown; nextExpectedRanges?: unknown } | null;
@@ -192,7 +150,7 @@ async function plan(file: string, fileSize: number): Promise<Plan | LargeOutcome
   const parts = [];
   for (const part of extracted) {
     const isInline = part.disposition === 'inline' || (part.disposition === null && part.contentId !== null);
-    parts.push({ part, name: part.filename ?? `attachment-${part.cutStart}`, isInline, size: await decodedSize(file, part) });
+    parts.push({ part, name: part.filename ?? `attachment-${part.cutStart}`, isInline, size: await decodedSize(file, part.bodyStart, part.bodyEnd) });
   }
   return { draftMime, parts };
 }
@@ -254,9 +212,9 @@ async function buildAndSend(graph: GraphCall, mailbox: string, file: string, pla
     if (!needsUploadSession(size, json.length)) {
       if (!mayStart()) return at(heldOutcome(), 'paused');
       // Small enough for one request (graph-api-facts §1.2): the decoded bytes, base64-encoded again.
-      const chunks: Buffer[] = [];
-      for await (const piece of decodedBase64(file, part.bodyStart, part.bodyEnd)) chunks.push(piece);
-      const body = json.wrapper.replace('"contentBytes":""', `"contentBytes":"${Buffer.concat(chunks).toString('base64')}"`);
+      let bytes: Buffer = Buffer.alloc(0);
+      for await (const whole of chunksFrom(decodedBase64(file, part.bodyStart, part.bodyEnd), 0, Math.max(size, 1))) bytes = whole;
+      const body = json.wrapper.replace('"contentBytes":""', `"contentBytes":"${bytes.toString('base64')}"`);
       const added = await graph.call('POST', `${draftPath}/attachments`, token, { body, contentType: 'application/json', mayStart });
       if (ok(added.outcome, 404)) return lost(added.outcome, 'addAttachment');
       if (!ok(added.outcome, 201)) return failedStep(added.outcome, 'addAttachment', hooks);

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import { noteBytesMoved } from '../../memory/buffer-turnover.js';
 import type { SpoolEntry } from '../entry.js';
 import type { ClaimLimits, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
 import { SpoolBusyError } from '../spool.js';
@@ -255,6 +256,7 @@ export class PgSpool implements Spool {
       const { rows } = await this.q<{ data: Buffer }>('SELECT data FROM relay.chunks WHERE message_id = $1 AND seq = $2', [id, seq]);
       const data = rows[0]?.data;
       if (!data) throw new Error(`message ${id} lost chunk ${seq} while being read (deleted?)`);
+      noteBytesMoved(data.length * 3); // the hex text, its protocol buffer and the decoded copy
       yield data;
     }
   }
