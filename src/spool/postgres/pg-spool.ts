@@ -387,47 +387,19 @@ export class PgSpool implements Spool {
     });
   }
 
-  /**
-   * Leases up to `max` due messages of one mailbox whose row the transaction has locked, within the
-   * cluster's limits. Counted after the lock: each statement sees every claim committed before it
-   * (READ COMMITTED).
-   */
+  /** Leases up to `max` due messages of one mailbox whose row the transaction has locked (relay.claim_for, migration 2). */
   private async claimFor(client: pg.PoolClient, mailbox: string, node: string, max: number, limits: ClaimLimits, now: number): Promise<Lease[]> {
-    const { rows: counts } = await client.query<{ in_flight: string; minute: string; day: string }>(
-      `SELECT (SELECT count(*) FROM relay.messages WHERE mailbox = $1 AND lease_token IS NOT NULL AND lease_until >= now()) AS in_flight,
-              (SELECT count(*) FROM relay.sends WHERE mailbox = $1 AND at > now() - interval '1 minute') AS minute,
-              (SELECT coalesce(sum(rcpts), 0) FROM relay.sends WHERE mailbox = $1 AND at > now() - interval '1 day') AS day`,
-      [mailbox],
-    );
-    const c = counts[0] as { in_flight: string; minute: string; day: string };
-    let budget = Math.min(max, limits.maxInFlightPerMailbox - Number(c.in_flight));
-    if (limits.messagesPerMinute > 0) budget = Math.min(budget, limits.messagesPerMinute - Number(c.minute));
-    if (budget <= 0) return [];
-    const { rows: due } = await client.query<{ id: string; rcpts: number }>(
-      `SELECT id, rcpts FROM relay.messages WHERE mailbox = $1 AND state = 'queued' AND NOT held AND run_at <= $2
-         AND (lease_token IS NULL OR lease_until < now())
-       ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED`,
-      [mailbox, now, budget],
-    );
-    let day = Number(c.day);
-    const ids: string[] = [];
-    for (const row of due) {
-      // A message larger than the whole day's budget goes once the window is empty, rather than never.
-      if (limits.recipientsPerDay > 0 && day + row.rcpts > limits.recipientsPerDay && day > 0) break;
-      day += row.rcpts;
-      ids.push(row.id);
-    }
-    if (ids.length === 0) return [];
-    // The lease, its send reservation (the minute and day windows) and the mailbox's turn, in one statement.
-    const { rows: claimed } = await client.query<Row & { lease_token: string }>(
-      `WITH c AS (UPDATE relay.messages SET lease_owner = $2, lease_token = gen_random_uuid(), lease_until = now() + $3 * interval '1 millisecond'
-                   WHERE id = ANY($1) RETURNING mailbox, rcpts, entry, held, run_at, lease_token),
-            s AS (INSERT INTO relay.sends (mailbox, at, rcpts, lease_token) SELECT mailbox, now(), rcpts, lease_token FROM c),
-            b AS (UPDATE relay.mailboxes SET last_claim_at = now() WHERE mailbox = $4)
-       SELECT entry, held, run_at, lease_token FROM c`,
-      [ids, node, limits.leaseMs, mailbox],
-    );
-    return claimed.map((row) => ({ entry: toEntry(row), token: row.lease_token }));
+    const { rows } = await client.query<Row & { lease_token: string }>('SELECT entry, held, run_at, lease_token FROM relay.claim_for($1, $2, $3, $4, $5, $6, $7, $8)', [
+      mailbox,
+      node,
+      max,
+      limits.maxInFlightPerMailbox,
+      limits.messagesPerMinute,
+      limits.recipientsPerDay,
+      limits.leaseMs,
+      now,
+    ]);
+    return rows.map((row) => ({ entry: toEntry(row), token: row.lease_token }));
   }
 
   async renew(lease: Lease, leaseMs: number): Promise<boolean> {
@@ -439,31 +411,46 @@ export class PgSpool implements Spool {
   }
 
   async settle(lease: Lease, outcome: Settlement): Promise<boolean> {
-    const { text, values } = settleStatement(lease, outcome, true);
-    return (await this.q(text, values)).rowCount === 1;
+    return (await this.settleWith(lease, outcome, null)).held;
   }
 
   /**
-   * The outcome, and in the same transaction the mailbox's next due message leased to `node`: the
-   * freed slot passes straight to it, without a moment free in between. Settled and re-claimed
-   * apart, the slot sat empty for a notification and a claim (and a claim that met another node's
-   * lock on the mailbox skipped it until the next wake): three relays filled 0.755x of Graph's
-   * 40 msg/s for one mailbox (bench figure 8, session 4). Nothing is leased while the mailbox is
-   * paused or its minute/day windows are full (claimFor counts as claim does); then the slot is
-   * announced to the cluster as before.
+   * The outcome, and in the same step the mailbox's next due message leased to `node`: the freed
+   * slot passes straight to it. Settled and re-claimed apart, the slot sat empty for a notification
+   * and a claim (and a claim that met another node's lock on the mailbox skipped it until the next
+   * wake): three relays filled 0.755x of Graph's 40 msg/s for one mailbox (bench figure 8, session
+   * 4). Nothing is leased while the mailbox is paused or its windows are full; then the free slot
+   * is announced to the cluster as before. One round trip (relay.settle_and_claim, migration 2).
    */
   async settleAndClaim(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now = Date.now()): Promise<{ held: boolean; next: Lease[] }> {
-    const { mailbox } = lease.entry;
-    return this.tx(async (client) => {
-      const { text, values } = settleStatement(lease, outcome, false);
-      if ((await client.query(text, values)).rowCount !== 1) return { held: false, next: [] };
-      // Waits for another node's claim on this mailbox to end (never the other way round: a claim
-      // holding the mailbox row only skips locked messages), then counts what that claim committed.
-      const { rows: open } = await client.query(`SELECT 1 FROM relay.mailboxes WHERE mailbox = $1 AND coalesce(paused_until, '-infinity') <= now() FOR UPDATE`, [mailbox]);
-      const next = open.length > 0 ? await this.claimFor(client, mailbox, node, 1, limits, now) : [];
-      if (next.length === 0) await client.query(`SELECT pg_notify('${CHANNEL}', $1)`, [`wake ${mailbox}`]);
-      return { held: true, next };
-    });
+    return this.settleWith(lease, outcome, { node, limits, now });
+  }
+
+  private async settleWith(lease: Lease, outcome: Settlement, claim: { node: string; limits: ClaimLimits; now: number } | null): Promise<{ held: boolean; next: Lease[] }> {
+    const e = outcome.kind === 'deferred' || outcome.kind === 'failed' ? outcome.entry : null;
+    const runAt = outcome.kind === 'postponed' ? outcome.untilMs : (e?.nextAttemptAt ?? 0);
+    const limits = claim?.limits;
+    const { rows } = await this.q<{ settled: boolean | null; entry: SpoolEntry | null; held: boolean | null; run_at: string | null; lease_token: string | null }>(
+      'SELECT settled, entry, held, run_at, lease_token FROM relay.settle_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)',
+      [
+        lease.entry.id,
+        lease.token,
+        outcome.kind,
+        e ? JSON.stringify(e) : null,
+        e?.held ?? false,
+        runAt,
+        claim !== null,
+        claim?.node ?? '',
+        limits?.maxInFlightPerMailbox ?? 0,
+        limits?.messagesPerMinute ?? 0,
+        limits?.recipientsPerDay ?? 0,
+        limits?.leaseMs ?? 0,
+        claim?.now ?? 0,
+        CHANNEL,
+      ],
+    );
+    const [first, ...leases] = rows;
+    return { held: first?.settled === true, next: leases.map((row) => ({ entry: toEntry(row as Row), token: row.lease_token as string })) };
   }
 
   async mailboxPausedUntil(mailbox: string): Promise<number> {
@@ -488,28 +475,3 @@ export class PgSpool implements Spool {
   }
 }
 
-/**
- * The statement that records an outcome under a lease (nothing when the lease was lost). With
- * `notify`, the freed slot wakes the cluster in the same statement that frees it.
- */
-function settleStatement(lease: Lease, outcome: Settlement, notify: boolean): { text: string; values: unknown[] } {
-  const { id, mailbox } = lease.entry;
-  const tail = notify ? `SELECT pg_notify('${CHANNEL}', $3) FROM m` : 'SELECT $3::text FROM m';
-  const wake = `wake ${mailbox}`;
-  if (outcome.kind === 'delivered') {
-    return { text: `WITH m AS (DELETE FROM relay.messages WHERE id = $1 AND lease_token = $2 RETURNING id) ${tail}`, values: [id, lease.token, wake] };
-  }
-  if (outcome.kind === 'postponed') {
-    return {
-      text: `WITH m AS (UPDATE relay.messages SET run_at = $4, lease_owner = NULL, lease_token = NULL, lease_until = NULL WHERE id = $1 AND lease_token = $2 RETURNING id),
-             r AS (DELETE FROM relay.sends WHERE lease_token = $2 AND EXISTS (SELECT 1 FROM m)) ${tail}`,
-      values: [id, lease.token, wake, outcome.untilMs],
-    };
-  }
-  const e = outcome.entry;
-  return {
-    text: `WITH m AS (UPDATE relay.messages SET state = $4, entry = $5, held = $6, run_at = $7, lease_owner = NULL, lease_token = NULL, lease_until = NULL
-                      WHERE id = $1 AND lease_token = $2 RETURNING id) ${tail}`,
-    values: [id, lease.token, wake, outcome.kind === 'failed' ? 'failed' : 'queued', JSON.stringify(e), e.held, e.nextAttemptAt],
-  };
-}
