@@ -87,14 +87,22 @@ describe.each(['filesystem', 'postgres'] as const)('%s spool', (backend: SpoolBa
       const spoolDir = path.join(dir, `queue-spool-${backend}`);
       const spool = await spoolSettings(backend);
       // Long retry delays: deferred messages stay deferred until an operator acts.
-      await writeConfig(configFile, {
-        ...relayConfigInput(emulator, spoolDir, { graph: { caFile }, delivery: { retry: { minDelay: '1h', maxDelay: '2h' } }, spool }),
-        admin: { listen: `127.0.0.1:${adminPort}` },
-        log: { level: 'info' },
-        // No DSNs here: a bounce would compete with the messages for the injected faults.
-        bounces: { enabled: false },
-      });
-      const cli = (...args: string[]) => runProcess(process.execPath, [MAIN, 'queue', ...args, '--config', configFile], { timeoutMs: 15_000, waitingFor: `queue ${args.join(' ')} to exit` });
+      const writeNodeConfig = (file: string, port: number, nodeSpoolDir: string) =>
+        writeConfig(file, {
+          ...relayConfigInput(emulator, nodeSpoolDir, { graph: { caFile }, delivery: { retry: { minDelay: '1h', maxDelay: '2h' } }, spool }),
+          admin: { listen: `127.0.0.1:${port}` },
+          log: { level: 'info' },
+          // No DSNs here: a bounce would compete with the messages for the injected faults.
+          bounces: { enabled: false },
+        });
+      await writeNodeConfig(configFile, adminPort, spoolDir);
+      const cliOn = (file: string) => (...args: string[]) => runProcess(process.execPath, [MAIN, 'queue', ...args, '--config', file], { timeoutMs: 15_000, waitingFor: `queue ${args.join(' ')} to exit` });
+      const cli = cliOn(configFile);
+      // On PostgreSQL a second relay shares the queue, and some commands go through its admin API
+      // (issue 13: "through any node's admin API"); on the file spool they all go to the one relay.
+      const secondConfigFile = path.join(dir, `queue-${backend}-node2.yaml`);
+      if (backend === 'postgres') await writeNodeConfig(secondConfigFile, await freePort(), path.join(dir, 'queue-spool-node2'));
+      const cli2 = backend === 'postgres' ? cliOn(secondConfigFile) : cli;
       const listed = async (...flags: string[]) => JSON.parse((await cli('list', '--json', ...flags)).stdout) as Array<{ id: string; state: string }>;
       // Waits poll the admin API itself (a CLI process costs seconds on a loaded 2-core machine);
       // every assertion below goes through the CLI.
@@ -102,7 +110,11 @@ describe.each(['filesystem', 'postgres'] as const)('%s spool', (backend: SpoolBa
       const id = (name: string) => `q-${backend}-${name}`;
 
       const relay = await spawnRelay(['serve', '--config', configFile]);
-      let stopCode: number | null = null;
+      const second = backend === 'postgres' ? await spawnRelay(['serve', '--config', secondConfigFile]).catch(async (err: unknown) => {
+        await relay.stop();
+        throw err;
+      }) : null;
+      let stopCodes: Array<number | null> = [];
       let f = '';
       try {
         emulator.faults.add({ route: 'sendMail', status: 503, times: 2 }, { route: 'sendMail', status: 400, code: 'ErrorInvalidRecipients', message: 'At least one recipient is not valid.' });
@@ -122,13 +134,13 @@ describe.each(['filesystem', 'postgres'] as const)('%s spool', (backend: SpoolBa
         expect(shownFailed).toContain('failed');
         expect(shownFailed).toContain('ErrorInvalidRecipients');
 
-        expect((await cli('hold', a)).code).toBe(0);
+        expect((await cli2('hold', a)).code).toBe(0);
         expect((await listed('--held')).map((i) => i.id)).toEqual([a]);
-        expect((await cli('retry', b)).code).toBe(0);
+        expect((await cli2('retry', b)).code).toBe(0);
         await waitForDelivery(emulator, id('b'));
         expect((await cli('release', a)).code).toBe(0);
         await waitForDelivery(emulator, id('a'));
-        expect((await cli('retry', c)).code).toBe(0);
+        expect((await cli2('retry', c)).code).toBe(0);
         await waitForDelivery(emulator, id('c'));
         await until(async () => (await queued()).length === 0);
 
@@ -137,16 +149,16 @@ describe.each(['filesystem', 'postgres'] as const)('%s spool', (backend: SpoolBa
         const e = await sendOne(relay.port, id('e'));
         f = await sendOne(relay.port, id('f'));
         await until(async () => (await queued('failed')).length === 3);
-        expect((await cli('delete', d)).code).toBe(0);
+        expect((await cli2('delete', d)).code).toBe(0);
         expect((await listed('--failed')).map((i) => i.id)).toEqual([e, f]);
         expect((await cli('purge', '--failed', '--older-than', '1h')).stdout).toContain('purged: 0');
         const missing = await cli('show', d);
         expect(missing.code).toBe(1);
         expect(missing.stderr).toContain(`no message ${d}`);
       } finally {
-        stopCode = await relay.stop('SIGTERM', 20_000);
+        stopCodes = await Promise.all([relay, ...(second ? [second] : [])].map((r) => r.stop('SIGTERM', 20_000)));
       }
-      expect(stopCode).toBe(0);
+      expect(stopCodes).toEqual(backend === 'postgres' ? [0, 0] : [0]);
       // Stopped relay: the same commands work on the spool itself (the files, or the database).
       const offline = await listed('--failed');
       expect(offline).toHaveLength(2);
