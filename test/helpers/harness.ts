@@ -97,18 +97,16 @@ export interface HarnessOptions {
   config?: Partial<Record<keyof RelayConfigInput, unknown>>;
   spool?: (dir: string) => Spool;
   /**
-   * The shared PostgreSQL spool (spool.backend: postgres): a fresh database on `cluster` (one
-   * throwaway server per test file, test/helpers/pg-cluster.ts), or `url` to join a database
-   * another harness uses (a second node of the same cluster).
+   * The shared PostgreSQL spool (spool.backend: postgres) on a fresh database of this server (one
+   * throwaway server per test file, test/helpers/pg-cluster.ts; a database per harness).
    */
-  postgres?: { cluster: PgCluster } | { url: string };
+  postgres?: PgCluster;
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const emulator = await startTestEmulator(options.emulator);
   const spoolDir = await mkdtemp(path.join(os.tmpdir(), 'sgr-spool-'));
-  const pgOptions = options.postgres;
-  const databaseUrl = pgOptions ? ('url' in pgOptions ? pgOptions.url : await pgOptions.cluster.createDatabase()) : null;
+  const databaseUrl = options.postgres ? await options.postgres.createDatabase() : null;
   const configInput = options.config ?? {};
   const spoolInput = databaseUrl ? { ...(configInput.spool as object), backend: 'postgres', postgres: { url: databaseUrl, ...((configInput.spool as { postgres?: object } | undefined)?.postgres ?? {}) } } : configInput.spool;
   const config = validateConfig(relayConfigInput(emulator, spoolDir, { ...configInput, ...(spoolInput ? { spool: spoolInput } : {}) }), {}, 'test');
@@ -142,7 +140,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
 export function backendOptions(backend: SpoolBackend, cluster: PgCluster | undefined): Pick<HarnessOptions, 'postgres'> {
   if (backend === 'filesystem') return {};
   if (!cluster) throw new Error('the postgres backend needs the file\'s PostgreSQL cluster (started in beforeAll)');
-  return { postgres: { cluster } };
+  return { postgres: cluster };
 }
 
 /** The delivered message carrying "X-Test-Id: <id>" (header names are case-insensitive). */
