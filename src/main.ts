@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { startRelay, type RunningRelay } from './app.js';
+import type { RunningRelay } from './app.js';
 import { parseCommandLine } from './cli/commands.js';
 import { ConfigError, loadConfigFile, loadConfigSections, redactConfig } from './config/load.js';
 import type { CommandLineOverrides } from './config/overrides.js';
@@ -178,6 +178,7 @@ async function main(argv: string[]): Promise<number> {
         return EXIT.ok;
       }
       const logger = createLogger(process.env.LOG_LEVEL ?? demo.config.log.level);
+      const { startRelay } = await import('./app.js');
       relay = await startRelay({ config: demo.config, logger, extraCaPem: [demo.emulator.caPem] });
       const at = relay.smtp.addresses[0];
       process.stderr.write(
@@ -197,6 +198,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const logger = createLogger(process.env.LOG_LEVEL ?? config.log.level);
       relayLogger = logger;
+      const { startRelay } = await import('./app.js');
       relay = await startRelay({ config, logger });
       reloadFrom = configFile;
     }

@@ -51,6 +51,8 @@ export class ClaimLoop {
   private readonly extraInFlight = new Map<string, number>();
   private running = false;
   private claiming = false;
+  /** The claim round running now (stop() waits for it: leases it takes after a stop must be handed back). */
+  private pumping: Promise<void> = Promise.resolve();
   private again = false;
   private poll: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
@@ -190,13 +192,20 @@ export class ClaimLoop {
       return;
     }
     this.claiming = true;
-    void (async () => {
+    this.pumping = (async () => {
       try {
         do {
           this.again = false;
           const room = NODE_CONCURRENCY - this.inFlight.size;
           if (room <= 0) break;
           const leases = await this.spool.claim(this.options.node, room, this.limits(), this.clock.now());
+          if (!this.running) {
+            // stop() began while this claim ran: attempts started now would outlive the spool
+            // (their outcome unrecorded, so sent again by another node once the lease lapses, a
+            // duplicate: the SIGTERM test of operations.test.ts saw one). Nothing was sent: the leases go back at once.
+            await this.handBack(leases);
+            break;
+          }
           if (this.claimFailing) {
             this.claimFailing = false;
             this.logger.info({ event: 'delivery.resumed', node: this.options.node }, 'claiming from the shared queue again');
@@ -212,6 +221,17 @@ export class ClaimLoop {
         this.claiming = false;
       }
     })();
+  }
+
+  /** Returns leases no attempt used ('postponed' to the same time: not an attempt, its send reservation freed). */
+  private async handBack(leases: Lease[]): Promise<void> {
+    await Promise.all(
+      leases.map((lease) =>
+        this.spool.settle(lease, { kind: 'postponed', untilMs: lease.entry.nextAttemptAt }).catch((err: Error) => {
+          this.logger.warn({ event: 'delivery.lease_not_returned', queueId: lease.entry.id, err: err.message }, 'could not hand back a lease at stop; it lapses after leaseTimeout');
+        }),
+      ),
+    );
   }
 
   private limits() {
@@ -311,6 +331,9 @@ export class ClaimLoop {
     const expired = new Promise<void>((resolve) => {
       timeout = setTimeout(resolve, deadlineMs);
     });
+    // The claim round in progress first: it hands back what it took, or (claimed before the stop)
+    // has dispatched its attempts, which are then waited for with the rest.
+    await Promise.race([this.pumping, expired]);
     await Promise.race([Promise.allSettled([...this.inFlight.values()].map((f) => f.done)), expired]);
     clearTimeout(timeout);
     return { unfinished: this.inFlight.size };

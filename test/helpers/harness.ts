@@ -13,6 +13,7 @@ import type { DeliveredMessage } from '../../src/emulator/graph-mail.js';
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../../src/emulator/server.js';
 import { createLogger, type Logger } from '../../src/log.js';
 import type { Spool } from '../../src/spool/spool.js';
+import type { PgCluster } from './pg-cluster.js';
 
 export const TENANT = 'test-tenant';
 export const CLIENT_ID = 'test-client';
@@ -81,16 +82,34 @@ export interface Harness {
   config: RelayConfig;
   port: number;
   spoolDir: string;
+  /** The PostgreSQL spool's database URL (postgres backend), or null on the file spool. */
+  databaseUrl: string | null;
   logs: ReturnType<typeof captureLogger>;
   /** Stops the relay (keeping the spool) and starts a new one on the same spool. */
   restart(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startHarness(options: { emulator?: EmulatorOptions; config?: Partial<Record<keyof RelayConfigInput, unknown>>; spool?: (dir: string) => Spool } = {}): Promise<Harness> {
+export type SpoolBackend = 'filesystem' | 'postgres';
+
+export interface HarnessOptions {
+  emulator?: EmulatorOptions;
+  config?: Partial<Record<keyof RelayConfigInput, unknown>>;
+  spool?: (dir: string) => Spool;
+  /**
+   * The shared PostgreSQL spool (spool.backend: postgres) on a fresh database of this server (one
+   * throwaway server per test file, test/helpers/pg-cluster.ts; a database per harness).
+   */
+  postgres?: PgCluster;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const emulator = await startTestEmulator(options.emulator);
   const spoolDir = await mkdtemp(path.join(os.tmpdir(), 'sgr-spool-'));
-  const config = validateConfig(relayConfigInput(emulator, spoolDir, options.config), {}, 'test');
+  const databaseUrl = options.postgres ? await options.postgres.createDatabase() : null;
+  const configInput = options.config ?? {};
+  const spoolInput = databaseUrl ? { ...(configInput.spool as object), backend: 'postgres', postgres: { url: databaseUrl, ...((configInput.spool as { postgres?: object } | undefined)?.postgres ?? {}) } } : configInput.spool;
+  const config = validateConfig(relayConfigInput(emulator, spoolDir, { ...configInput, ...(spoolInput ? { spool: spoolInput } : {}) }), {}, 'test');
   const logs = captureLogger();
   const start = () => startRelay({ config, logger: logs.logger, extraCaPem: [emulator.caPem], ...(options.spool ? { spool: options.spool(spoolDir) } : {}) });
   const harness: Harness = {
@@ -99,6 +118,7 @@ export async function startHarness(options: { emulator?: EmulatorOptions; config
     config,
     port: 0,
     spoolDir,
+    databaseUrl,
     logs,
     async restart() {
       await harness.relay.stop(2000);
@@ -114,6 +134,13 @@ export async function startHarness(options: { emulator?: EmulatorOptions; config
   };
   harness.port = harness.relay.smtp.addresses[0]?.port ?? 0;
   return harness;
+}
+
+/** The harness options for one spool backend (postgres: a fresh database on `cluster`). */
+export function backendOptions(backend: SpoolBackend, cluster: PgCluster | undefined): Pick<HarnessOptions, 'postgres'> {
+  if (backend === 'filesystem') return {};
+  if (!cluster) throw new Error('the postgres backend needs the file\'s PostgreSQL cluster (started in beforeAll)');
+  return { postgres: cluster };
 }
 
 /** The delivered message carrying "X-Test-Id: <id>" (header names are case-insensitive). */
