@@ -304,7 +304,12 @@ export class ClaimLoop {
         // While running, the freed slot passes straight to the mailbox's next due message (pg-spool settleAndClaim).
         const handOver = this.running && this.spool.settleAndClaim ? await this.spool.settleAndClaim(lease, plan.settlement, this.options.node, this.limits(), this.clock.now()) : null;
         const held = handOver ? handOver.held : await this.spool.settle(lease, plan.settlement);
-        const next = handOver?.next ?? [];
+        let next = handOver?.next ?? [];
+        if (!this.running && next.length > 0) {
+          // stop() began while the outcome was written: like a late claim, the next leases go back unsent.
+          await this.handBack(next);
+          next = [];
+        }
         for (const lease of next) this.dispatch(lease);
         if (!held) {
           this.logger.warn({ event: 'delivery.lease_lost', queueId: entry.id, node: this.options.node, outcome: plan.outcome }, 'outcome not recorded: the lease lapsed and another node has the message');
