@@ -275,7 +275,7 @@ const startups = [];
 
 if (clusterOnly) {
   try {
-    results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, deliveryOnly: process.argv.includes('--cluster-delivery') });
+    results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US, deliveryOnly: process.argv.includes('--cluster-delivery') });
   } finally {
     await emulator.close();
     rmSync(work, { recursive: true, force: true });
@@ -419,7 +419,7 @@ try {
     targetPeakMb: 200,
   };
   // Figures 6-8: several relays on one PostgreSQL queue (bench/cluster.mjs).
-  results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph });
+  results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US });
   startups.sort((a, b) => a - b);
   results.startupMs = { median: quantile(startups, 0.5), max: startups[startups.length - 1], target: 1000 };
 } finally {
