@@ -1,7 +1,9 @@
 /**
  * `smtp-graph-relay setup` in a real browser against the emulator: a wrong secret gets the AADSTS
  * diagnosis and its fix and nothing is written; the right one writes a 0600 file (comments kept,
- * secret in a 0600 env file) with which `serve` starts and delivers.
+ * secret in a 0600 env file) with which `serve` starts and delivers. The certificate method: swapped
+ * files and an unregistered certificate are diagnosed, uploads are kept across a failed attempt, and
+ * the stored certificate and key (0600) are what `serve` signs its client assertions with.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -244,12 +246,13 @@ describe.skipIf(!runPageTests)('setup page, certificate', () => {
     try {
       const { page } = browser;
       await page.goto(await setup.url);
-      const fill = async (cert: string, key: string) => {
+      // Without files: the ones of the previous attempt are kept by the page.
+      const fill = async (cert: string | null, key: string | null, clientId = CLIENT_ID) => {
         await page.selectOption('select[name="graph.auth.method"]', 'certificate');
         await page.fill('input[name="graph.tenantId"]', TENANT);
-        await page.fill('input[name="graph.clientId"]', CLIENT_ID);
-        await page.setInputFiles('input[name="graph.auth.certificateFile"]', cert);
-        await page.setInputFiles('input[name="graph.auth.privateKeyFile"]', key);
+        await page.fill('input[name="graph.clientId"]', clientId);
+        if (cert) await page.setInputFiles('input[name="graph.auth.certificateFile"]', cert);
+        if (key) await page.setInputFiles('input[name="graph.auth.privateKeyFile"]', key);
         await page.fill('input[name="graph.mailbox"]', MAILBOX);
         await page.fill('input[name="smtp.listen"]', '127.0.0.1:0');
         await page.fill('input[name="spool.dir"]', path.join(certDir, 'spool'));
@@ -288,8 +291,17 @@ describe.skipIf(!runPageTests)('setup page, certificate', () => {
       expect(existsSync(path.join(certDir, 'graph-certificate.pem'))).toBe(false);
       expect(await readFile(configFile, 'utf8')).not.toContain('certificate');
 
-      // The registered one (uploaded again: a browser never refills a file input).
-      await fill(files.cert, files.key);
+      // The registered one, but a mistyped application ID: Entra's diagnosis names the app.
+      await fill(files.cert, files.key, 'mistyped-client');
+      await page.click('button[type=submit]');
+      await page.locator('li.fail[data-stage="token"]').waitFor();
+      expect(await page.locator('li.fail[data-stage="token"]').innerText()).toContain('AADSTS700016');
+      await page.locator('#not-saved').waitFor();
+      // A browser never refills a file input: the page keeps the files chosen and says so.
+      expect(await page.locator('[data-kept]').evaluateAll((els) => els.map((e) => e.getAttribute('data-kept')))).toEqual(['graph.auth.certificateFile', 'graph.auth.privateKeyFile']);
+
+      // Only the application ID corrected, no file chosen again.
+      await fill(null, null);
       await page.click('button[type=submit]');
       await page.locator('#saved').waitFor().catch(async (err: unknown) => {
         throw new Error(`${(err as Error).message}\n--- page ---\n${await page.innerText('body')}\n--- setup ---\n${setup.output()}`);
