@@ -121,5 +121,12 @@ describe('console on the PostgreSQL spool', () => {
     }
     // And B's page shows the same cluster figures.
     await until(async () => (await overview(admins[1] as string)).hour.accepted === 5, 30_000);
+
+    // A node stopped cleanly right after its work stores its last counts on the way out (app.ts stop).
+    expect(await sendOne(b.port, 'console-b-last')).toBe(250);
+    await waitForDelivery(emulator, 'console-b-last', 30_000);
+    expect(await b.stop('SIGTERM')).toBe(0);
+    const last = await overview(admins[0] as string);
+    expect(last.hour.accepted).toBe(6);
   }, 180_000);
 });
