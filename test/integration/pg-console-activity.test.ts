@@ -128,5 +128,17 @@ describe('console on the PostgreSQL spool', () => {
     expect(await b.stop('SIGTERM')).toBe(0);
     const last = await overview(admins[0] as string);
     expect(last.hour.accepted).toBe(6);
+
+    // The spool's maintenance (at start, then every minute) removes what is older than 25 hours.
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      await db.query(`INSERT INTO relay.activity (minute, node, accepted) VALUES (date_trunc('minute', now() - interval '26 hours'), 'gone:1', 7), (date_trunc('minute', now() - interval '24 hours'), 'gone:1', 9)`);
+      relays.push(await spawnRelay(['serve', '--config', path.join(dir, 'relay-1.yaml')], {}, 60_000));
+      const { rows } = await db.query<{ accepted: number }>(`SELECT accepted FROM relay.activity WHERE node = 'gone:1'`);
+      expect(rows).toEqual([{ accepted: 9 }]);
+    } finally {
+      await db.end();
+    }
   }, 180_000);
 });
