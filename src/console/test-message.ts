@@ -3,11 +3,12 @@
  * so it takes the whole path (intake, spool, scheduler, Graph) and shows up in the queue under the
  * queue ID the 250 reply names ("Ok: queued as ID", smtp/server.ts).
  */
-import nodemailer from 'nodemailer';
 
 export async function sendTestMessage(smtp: { host: string; port: number }, from: string, to: string): Promise<{ queueId: string } | { error: string }> {
   // A wildcard listener is reached on loopback.
   const host = smtp.host === '0.0.0.0' || smtp.host === '::' ? '127.0.0.1' : smtp.host;
+  // Loaded on first use: nodemailer is ~10 MB of a relay's idle RSS that only this button needs.
+  const { default: nodemailer } = await import('nodemailer');
   const transport = nodemailer.createTransport({ host, port: smtp.port, secure: false, ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 });
   try {
     const info = await transport.sendMail({

@@ -254,33 +254,49 @@ export class ClaimLoop {
         });
       }
       clearInterval(renewal);
-      await this.record(lease, plan, result);
-    })().finally(() => {
-      clearInterval(renewal);
-      this.inFlight.delete(entry.id);
-      this.pump();
-    });
+      return this.record(lease, plan, result);
+    })().then(
+      (handedOver) => {
+        clearInterval(renewal);
+        this.inFlight.delete(entry.id);
+        // A slot passed on to the next message is not free: a claim now would only hold the
+        // mailbox's row lock that the other slots' hand-overs wait for.
+        if (!handedOver) this.pump();
+      },
+      () => {
+        clearInterval(renewal);
+        this.inFlight.delete(entry.id);
+        this.pump();
+      },
+    );
     this.inFlight.set(entry.id, { lease, done });
   }
 
-  /** Writes the outcome under the lease, retrying while the database is away (the lease fences late writes). */
-  private async record(lease: Lease, plan: SettlementPlan, result: AttemptResult): Promise<void> {
+  /**
+   * Writes the outcome under the lease, retrying while the database is away (the lease fences late
+   * writes). True when the slot was handed straight to the mailbox's next message.
+   */
+  private async record(lease: Lease, plan: SettlementPlan, result: AttemptResult): Promise<boolean> {
     const { entry } = lease;
     const giveUpAt = this.clock.now() + SETTLE_GIVE_UP_MS;
     for (;;) {
       try {
-        const held = await this.spool.settle(lease, plan.settlement);
+        // While running, the freed slot passes straight to the mailbox's next due message (pg-spool settleAndClaim).
+        const handOver = this.running && this.spool.settleAndClaim ? await this.spool.settleAndClaim(lease, plan.settlement, this.options.node, this.limits(), this.clock.now()) : null;
+        const held = handOver ? handOver.held : await this.spool.settle(lease, plan.settlement);
+        const next = handOver?.next ?? [];
+        for (const lease of next) this.dispatch(lease);
         if (!held) {
           this.logger.warn({ event: 'delivery.lease_lost', queueId: entry.id, node: this.options.node, outcome: plan.outcome }, 'outcome not recorded: the lease lapsed and another node has the message');
-          return;
+          return false;
         }
         this.logger[plan.log.level]({ ...plan.log.fields, node: this.options.node }, plan.log.message);
         this.deps.onSettled?.(entry, result, plan.outcome);
-        return;
+        return next.length > 0;
       } catch (err) {
         if (!this.running || this.clock.now() > giveUpAt) {
           this.logger.error({ event: 'spool.update_failed', queueId: entry.id, err: (err as Error).message }, 'could not record the delivery outcome; the lease lapses and the message is tried again');
-          return;
+          return false;
         }
         await new Promise((r) => setTimeout(r, SETTLE_RETRY_MS));
       }

@@ -74,9 +74,14 @@ export interface Spool {
    * absent where nothing else writes to the spool.
    */
   subscribe?(handler: (event: SpoolEvent) => void): () => void;
-  /** The whole queue's figures where several relays share it (metrics show the cluster's, not this node's). */
   /** The mailbox's shared Retry-After pause (epoch ms, 0 when none), read from the store itself. */
   mailboxPausedUntil?(mailbox: string): Promise<number>;
+  /**
+   * settle, and at once lease the mailbox's next due message to `node` within the limits (the
+   * slot passes on without being free in between); absent where claims are not shared.
+   */
+  settleAndClaim?(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now?: number): Promise<{ held: boolean; next: Lease[] }>;
+  /** The whole queue's figures where several relays share it (metrics show the cluster's, not this node's). */
   clusterStats?(): Promise<{ depth: number; oldestReceivedAt: number | null; held: number; inFlightByMailbox: Map<string, number> }>;
   /**
    * Where several relays share the spool: a per-minute activity record in the shared store, so the

@@ -279,3 +279,105 @@ describe.each([fsBackend(), pgBackend()])('spool contract: $name', (backend) => 
     expect(await other.settle(taken!, { kind: 'delivered' })).toBe(true);
   });
 });
+
+/**
+ * Only a shared spool hands a freed slot straight to the mailbox's next message (pg-spool
+ * settleAndClaim; the file spool's single node schedules in memory). The limits are the contract's.
+ */
+describe('slot hand-over on the shared spool', () => {
+  const backend = pgBackend();
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((s) => s.close(0).catch(() => undefined)));
+  });
+  afterAll(() => backend.teardown());
+
+  const handOver = (spool: Spool) => {
+    if (!spool.settleAndClaim) throw new Error('the PostgreSQL spool must offer settleAndClaim');
+    return spool.settleAndClaim.bind(spool);
+  };
+
+  it('passes the slot to the next due message in the same step, never past the in-flight limit; a lost lease hands nothing over', async () => {
+    const spool = await backend.fresh();
+    const other = await backend.again();
+    for (let i = 0; i < 6; i += 1) await store(spool);
+    const first = await spool.claim('node-a', 10, LIMITS);
+    expect(first).toHaveLength(4);
+    const { held, next } = await handOver(spool)(first[0]!, { kind: 'delivered' }, 'node-a', LIMITS);
+    expect(held).toBe(true);
+    expect(next).toHaveLength(1);
+    expect(ids(first.map((l) => l.entry))).not.toContain(next[0]!.entry.id);
+    // Still 4 in flight: the other node gets nothing.
+    expect(await other.claim('node-b', 10, LIMITS)).toHaveLength(0);
+    // The old lease again: refused, and nothing is leased for it.
+    expect(await handOver(spool)(first[0]!, { kind: 'delivered' }, 'node-a', LIMITS)).toEqual({ held: false, next: [] });
+    expect(await other.claim('node-b', 10, LIMITS)).toHaveLength(0);
+  });
+
+  it('hands nothing over while the mailbox is paused or its minute is full, and wakes the cluster for the free slot instead', async () => {
+    const spool = await backend.fresh();
+    const other = await backend.again();
+    const wakes: string[] = [];
+    const unsubscribe = other.subscribe?.((event) => {
+      if (event.kind === 'wake') wakes.push(event.mailbox ?? '');
+    });
+    const waitForWakes = async (count: number) => {
+      const started = Date.now();
+      while (wakes.length < count && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
+    };
+    for (let i = 0; i < 4; i += 1) await store(spool);
+    await waitForWakes(4); // new mail wakes the cluster too
+    await new Promise((r) => setTimeout(r, 100));
+    wakes.length = 0;
+    const paced = { ...LIMITS, messagesPerMinute: 2 };
+    const [a, b] = await spool.claim('node-a', 10, paced);
+    // Two sends this minute: the limit is reached, so no hand-over.
+    expect((await handOver(spool)(a!, { kind: 'delivered' }, 'node-a', paced)).next).toEqual([]);
+    await spool.pauseMailbox('relay@x.example', Date.now() + 60_000);
+    expect((await handOver(spool)(b!, { kind: 'delivered' }, 'node-a', LIMITS)).next).toEqual([]);
+    await waitForWakes(2);
+    await new Promise((r) => setTimeout(r, 100));
+    unsubscribe?.();
+    expect(wakes).toEqual(['relay@x.example', 'relay@x.example']);
+  });
+
+  it('three nodes handing over and claiming at once: every message leased once, never more than 4 at a time', async () => {
+    const spool = await backend.fresh();
+    const nodes = [spool, await backend.again(), await backend.again()];
+    const total = 40;
+    for (let i = 0; i < total; i += 1) await store(spool);
+    const delivered: string[] = [];
+    let leased = 0;
+    let maxLeased = 0;
+    const take = (n: number) => {
+      leased += n;
+      maxLeased = Math.max(maxLeased, leased);
+    };
+    await Promise.all(
+      nodes.map(async (node, n) => {
+        const name = `node-${n}`;
+        let mine = await node.claim(name, 10, LIMITS);
+        take(mine.length);
+        for (let idle = 0; idle < 50 && delivered.length < total; ) {
+          if (mine.length === 0) {
+            idle += 1;
+            await new Promise((r) => setTimeout(r, 5));
+            mine = await node.claim(name, 10, LIMITS);
+            take(mine.length);
+            continue;
+          }
+          const lease = mine.shift()!;
+          // The lease is given up (settled) before the database answers with the next: count it out first.
+          leased -= 1;
+          delivered.push(lease.entry.id);
+          const { held, next } = await handOver(node)(lease, { kind: 'delivered' }, name, LIMITS);
+          expect(held).toBe(true);
+          take(next.length);
+          mine.push(...next);
+        }
+      }),
+    );
+    expect(delivered).toHaveLength(total);
+    expect(new Set(delivered).size).toBe(total);
+    expect(maxLeased).toBeLessThanOrEqual(4);
+  });
+});

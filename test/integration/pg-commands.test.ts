@@ -66,13 +66,28 @@ describe('db migrate', () => {
     expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
     expect(results.filter((r) => r.out.includes('migrated from version 0')).length).toBe(1);
     expect(results.filter((r) => r.out.includes('up to date')).length).toBe(2);
-    // Each version recorded once, although three nodes migrated at the same moment.
     expect(await query(url, 'SELECT version FROM relay.schema_migrations ORDER BY version')).toEqual(MIGRATIONS.map((m) => ({ version: m.version })));
     await query(url, `INSERT INTO relay.schema_migrations (version, name) VALUES (${LATEST_VERSION + 1}, 'from the future')`);
     const refused = await cli(['db', 'migrate', '--config', config]);
     expect(refused.code).toBe(1);
     expect(refused.out).toMatch(/newer than this relay knows.*upgrade this relay/);
   }, 90_000);
+
+  it('upgrades a database an older relay created (version 1), keeping its queue', async () => {
+    const url = await cluster.createDatabase();
+    const first = MIGRATIONS[0]!;
+    await query(
+      url,
+      `CREATE SCHEMA relay; CREATE TABLE relay.schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+       ${first.sql}; INSERT INTO relay.schema_migrations (version, name) VALUES (1, 'v1');
+       INSERT INTO relay.messages (id, state, mailbox, entry) VALUES ('OLD1', 'queued', 'relay@contoso.example', '{}')`,
+    );
+    const upgraded = await cli(['db', 'migrate', '--config', await configFor(url)]);
+    expect(upgraded.code).toBe(0);
+    expect(upgraded.out).toContain('migrated from version 1');
+    expect((await query<{ version: number }>(url, 'SELECT max(version) AS version FROM relay.schema_migrations'))[0]?.version).toBe(LATEST_VERSION);
+    expect(await query(url, "SELECT id FROM relay.messages")).toEqual([{ id: 'OLD1' }]);
+  }, 60_000);
 });
 
 describe('spool import', () => {

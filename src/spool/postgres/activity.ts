@@ -1,5 +1,5 @@
 /**
- * The console's per-minute activity in the shared database (relay.activity, migration 2), so every
+ * The console's per-minute activity in the shared database (relay.activity, migration 3), so every
  * relay's console shows the cluster's counts rather than its own. Each node upserts its own rows
  * (primary key minute + node, so nodes never contend for a row) in batches from a timer, never on
  * the SMTP intake path; a read sums the nodes per minute. Minutes are the nodes' own clocks (the
