@@ -328,6 +328,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       mailbox: () => current.graph.mailbox,
       listenHost: host,
       token: config.admin.token,
+      // On the PostgreSQL spool the overview's per-minute figures are the cluster's.
+      activityStore: spool.activityStore?.(nodeName()),
     });
     try {
       admin = await startAdmin(host, port, { metrics, queue, readiness, logger, token: config.admin.token, console: relayConsole.handler });
@@ -430,6 +432,8 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         const { unfinished } = await scheduler.stop(deadlineMs);
         await drafts.stop();
         await Promise.race([smtpClosed, new Promise((r) => setTimeout(r, 1000))]);
+        // This node's last console counts reach the shared record while the database is still open.
+        await relayConsole?.flushShared();
         await spool.close();
         await admin?.close();
         relayConsole?.close();

@@ -6,6 +6,7 @@
  * logger's output, so it counts exactly what the log says happened.
  */
 import type { Logger } from '../log.js';
+import type { MinuteCounts } from '../spool/spool.js';
 import { pino } from 'pino';
 
 export const MINUTE_MS = 60_000;
@@ -23,17 +24,94 @@ export interface LogRecord {
   [key: string]: unknown;
 }
 
-export interface MinuteBucket {
-  minute: number;
-  accepted: number;
-  delivered: number;
-  deferred: number;
-  failed: number;
-  /** Highest queue depth sampled in this minute; null when none was. */
-  depth: number | null;
+/** One minute's counts (the same shape the shared store keeps: spool.ts MinuteCounts). */
+export type MinuteBucket = MinuteCounts;
+type Counter = keyof Omit<MinuteBucket, 'minute' | 'depth'>;
+export type Totals = Record<Counter, number>;
+
+const emptyBucket = (minute: number): MinuteBucket => ({ minute, accepted: 0, delivered: 0, deferred: 0, failed: 0, depth: null });
+
+/** Adds `from` into `into` (depth: the higher sample). */
+export function addInto(into: MinuteBucket, from: MinuteBucket): MinuteBucket {
+  into.accepted += from.accepted;
+  into.delivered += from.delivered;
+  into.deferred += from.deferred;
+  into.failed += from.failed;
+  if (from.depth !== null) into.depth = Math.max(into.depth ?? 0, from.depth);
+  return into;
 }
 
-const COUNTED: Readonly<Record<string, keyof Omit<MinuteBucket, 'minute' | 'depth'>>> = {
+/**
+ * The `minutes` minutes up to `lastMinute`, oldest first, empty minutes filled in, from any number
+ * of per-minute lists (the cluster's stored sums and this node's counts not stored yet) added up.
+ */
+export function seriesFrom(lists: ReadonlyArray<readonly MinuteBucket[]>, lastMinute: number, minutes = DAY_MINUTES): MinuteBucket[] {
+  const first = lastMinute - minutes + 1;
+  const out = Array.from({ length: minutes }, (_, i) => emptyBucket(first + i));
+  for (const list of lists) {
+    for (const b of list) if (b.minute >= first && b.minute <= lastMinute) addInto(out[b.minute - first] as MinuteBucket, b);
+  }
+  return out;
+}
+
+export function totalsOf(buckets: readonly MinuteBucket[]): Totals {
+  const sum = { accepted: 0, delivered: 0, deferred: 0, failed: 0 };
+  for (const b of buckets) {
+    sum.accepted += b.accepted;
+    sum.delivered += b.delivered;
+    sum.deferred += b.deferred;
+    sum.failed += b.failed;
+  }
+  return sum;
+}
+
+/**
+ * Counts not yet added to the shared store (PostgreSQL spool): taken in a batch every few seconds,
+ * put back when the write fails, so each count reaches the store once. Bounded like the buckets:
+ * minutes older than the day are dropped (a database away for a day loses only what the chart
+ * would no longer show).
+ */
+export class PendingCounts {
+  private readonly minutes = new Map<number, MinuteBucket>();
+
+  private at(minute: number): MinuteBucket {
+    let b = this.minutes.get(minute);
+    if (!b) {
+      b = emptyBucket(minute);
+      this.minutes.set(minute, b);
+      for (const key of this.minutes.keys()) if (key <= minute - DAY_MINUTES) this.minutes.delete(key);
+    }
+    return b;
+  }
+
+  count(minute: number, counter: Counter): void {
+    this.at(minute)[counter] += 1;
+  }
+
+  depth(minute: number, depth: number): void {
+    const b = this.at(minute);
+    b.depth = Math.max(b.depth ?? 0, depth);
+  }
+
+  /** Everything pending, oldest first; the pending record is empty afterwards. */
+  take(): MinuteBucket[] {
+    const out = [...this.minutes.values()].sort((a, b) => a.minute - b.minute);
+    this.minutes.clear();
+    return out;
+  }
+
+  /** Puts a batch back whose write failed (added to what was counted meanwhile). */
+  restore(batch: readonly MinuteBucket[]): void {
+    for (const b of batch) addInto(this.at(b.minute), b);
+  }
+
+  /** A copy of what is pending, for a read that adds it to the stored sums. */
+  peek(): MinuteBucket[] {
+    return [...this.minutes.values()].map((b) => ({ ...b }));
+  }
+}
+
+const COUNTED: Readonly<Record<string, Counter>> = {
   'smtp.accepted': 'accepted',
   'delivery.delivered': 'delivered',
   'delivery.deferred': 'deferred',
@@ -47,7 +125,11 @@ export class Activity {
   private readonly events: LogRecord[] = [];
   private readonly buckets = new Map<number, MinuteBucket>();
 
-  constructor(private readonly now: () => number) {}
+  /** `pending`: also record every count for the shared store (the PostgreSQL spool's cluster-wide figures). */
+  constructor(
+    private readonly now: () => number,
+    readonly pending: PendingCounts | null = null,
+  ) {}
 
   /** One serialised log line (JSON); lines that are not JSON objects with an event are ignored. */
   recordLine(line: string): void {
@@ -64,19 +146,24 @@ export class Activity {
     this.events.push(record);
     if (this.events.length > EVENT_CAPACITY) this.events.splice(0, this.events.length - EVENT_CAPACITY);
     const counter = COUNTED[record.event];
-    if (counter) this.bucket(this.now())[counter] += 1;
+    if (counter) {
+      const bucket = this.bucket(this.now());
+      bucket[counter] += 1;
+      this.pending?.count(bucket.minute, counter);
+    }
   }
 
   sampleDepth(depth: number): void {
     const bucket = this.bucket(this.now());
     bucket.depth = Math.max(bucket.depth ?? 0, depth);
+    this.pending?.depth(bucket.minute, depth);
   }
 
   private bucket(at: number): MinuteBucket {
     const minute = Math.floor(at / MINUTE_MS);
     let bucket = this.buckets.get(minute);
     if (!bucket) {
-      bucket = { minute, accepted: 0, delivered: 0, deferred: 0, failed: 0, depth: null };
+      bucket = emptyBucket(minute);
       this.buckets.set(minute, bucket);
       // Forget what is older than the day the charts show.
       for (const key of this.buckets.keys()) if (key <= minute - DAY_MINUTES) this.buckets.delete(key);
@@ -86,22 +173,16 @@ export class Activity {
 
   /** The last `minutes` minutes, oldest first, with empty minutes filled in. */
   series(minutes = DAY_MINUTES): MinuteBucket[] {
-    const last = Math.floor(this.now() / MINUTE_MS);
-    const out: MinuteBucket[] = [];
-    for (let m = last - minutes + 1; m <= last; m += 1) out.push(this.buckets.get(m) ?? { minute: m, accepted: 0, delivered: 0, deferred: 0, failed: 0, depth: null });
-    return out;
+    return seriesFrom([[...this.buckets.values()]], this.currentMinute(), minutes);
+  }
+
+  currentMinute(): number {
+    return Math.floor(this.now() / MINUTE_MS);
   }
 
   /** Totals over the last `minutes` minutes. */
-  totals(minutes: number): { accepted: number; delivered: number; deferred: number; failed: number } {
-    const sum = { accepted: 0, delivered: 0, deferred: 0, failed: 0 };
-    for (const b of this.series(minutes)) {
-      sum.accepted += b.accepted;
-      sum.delivered += b.delivered;
-      sum.deferred += b.deferred;
-      sum.failed += b.failed;
-    }
-    return sum;
+  totals(minutes: number): Totals {
+    return totalsOf(this.series(minutes));
   }
 
   /** Newest first. */

@@ -12,6 +12,7 @@ import type { Readiness } from '../ops/admin-server.js';
 import { QueueCommandError, type QueueControl, type QueueState } from '../ops/queue-control.js';
 import { parseDurationMs } from '../config/units.js';
 import type { Activity } from './activity.js';
+import type { ActivitySeries } from './shared-activity.js';
 import { html, PAGE_HEADERS, STYLESHEET, type Markup } from './html.js';
 import { refusePage } from './page-guard.js';
 import { confirmPage, eventsPage, failedPage, formatAge, loginPage, matches, messagePage, overview, page, queuePage, testPage, type TokenState } from './pages.js';
@@ -23,6 +24,8 @@ export interface ConsoleDeps {
   tokenStates: () => Promise<TokenState[]>;
   snapshot: () => { depth: number; held: number; oldestReceivedAt: number | null };
   activity: Activity;
+  /** The per-minute figures of the overview: this node's, or the cluster's on the PostgreSQL spool. */
+  series: () => Promise<ActivitySeries>;
   now: () => number;
   /** The host part of admin.listen (for the Host check). */
   listenHost: string;
@@ -156,8 +159,8 @@ export function createConsole(deps: ConsoleDeps): ConsoleHandler {
     if (path === '/' || path === '/console') {
       const snap = deps.snapshot();
       deps.activity.sampleDepth(snap.depth);
-      const [readiness, tokens, failed] = await Promise.all([deps.readiness(), deps.tokenStates(), deps.queue.list('failed')]);
-      return { title: 'Overview', current: '/', markup: overview({ readiness, tokens, depth: snap.depth, held: snap.held, oldestReceivedAt: snap.oldestReceivedAt, failed: failed.length, activity: deps.activity, now }) };
+      const [readiness, tokens, failed, activity] = await Promise.all([deps.readiness(), deps.tokenStates(), deps.queue.list('failed'), deps.series()]);
+      return { title: 'Overview', current: '/', markup: overview({ readiness, tokens, depth: snap.depth, held: snap.held, oldestReceivedAt: snap.oldestReceivedAt, failed: failed.length, activity, now }) };
     }
     if (path === '/console/queue') {
       const state = url.searchParams.get('state') ?? '';

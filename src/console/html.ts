@@ -58,7 +58,7 @@ button.danger { background:var(--fail); border-color:var(--fail); }
 .actions { display:flex; flex-wrap:wrap; gap:.5rem; margin:.8rem 0; } .actions form { margin:0; }
 fieldset { border:1px solid var(--line); border-radius:6px; margin:1rem 0; padding:.4rem 1rem 1rem; max-width:40rem; }
 details summary { cursor:pointer; font-weight:600; margin:.8rem 0; }
-ol.steps { list-style:none; padding:0; } ol.steps li { padding:.5rem .6rem; border-left:4px solid var(--line); margin:.4rem 0; background:var(--bg); }
+ol.steps { list-style:none; padding:0; } ol.steps li { padding:.5rem .6rem; border-left:4px solid var(--line); margin:.4rem 0; background:var(--bg); overflow-wrap:anywhere; }
 ol.steps li.ok { border-color:var(--ok); color:inherit; } ol.steps li.fail { border-color:var(--fail); color:inherit; } ol.steps li.warn, ol.steps li.note { border-color:var(--warn); color:inherit; }
 ol.steps .tag { font-weight:700; text-transform:uppercase; font-size:.8rem; margin-right:.4rem; }
 ol.steps .fix { display:block; margin-top:.3rem; }

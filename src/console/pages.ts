@@ -5,9 +5,10 @@
  */
 import type { Readiness } from '../ops/admin-server.js';
 import type { QueueItem, QueueState } from '../ops/queue-control.js';
-import type { Activity, LogRecord } from './activity.js';
+import { totalsOf, type LogRecord } from './activity.js';
 import { lineChart } from './chart.js';
 import { html, layout, type Markup } from './html.js';
+import type { ActivitySeries, SeriesScope } from './shared-activity.js';
 
 export interface TokenState {
   /** "graph" for the main section, else the route's tenant/app. */
@@ -26,7 +27,7 @@ export interface OverviewData {
   held: number;
   oldestReceivedAt: number | null;
   failed: number;
-  activity: Activity;
+  activity: ActivitySeries;
   now: number;
 }
 
@@ -66,9 +67,9 @@ function card(label: string, value: unknown, cls = '', testId = ''): Markup {
 
 export function overview(data: OverviewData): Markup {
   const { readiness, activity, now } = data;
-  const hour = activity.totals(60);
-  const day = activity.totals(24 * 60);
-  const series = activity.series();
+  const series = activity.series;
+  const hour = totalsOf(series.slice(-60));
+  const day = totalsOf(series);
   const failedChecks = Object.entries(readiness.checks).filter(([, c]) => !c.ok);
   return html`<h1>Overview</h1>
 <div class="cards">
@@ -93,7 +94,7 @@ ${data.tokens.map(
 <tr data-window="hour"><th>last hour</th><td data-count="accepted">${hour.accepted}</td><td data-count="delivered">${hour.delivered}</td><td data-count="deferred">${hour.deferred}</td><td data-count="failed">${hour.failed}</td></tr>
 <tr data-window="day"><th>last 24 h</th><td data-count="accepted">${day.accepted}</td><td data-count="delivered">${day.delivered}</td><td data-count="deferred">${day.deferred}</td><td data-count="failed">${day.failed}</td></tr>
 </tbody></table></div>
-<p class="muted">Counted since the relay started (kept in memory, per minute, for 24 hours).</p>
+<p class="muted" data-scope="${activity.scope}">${SCOPE_TEXT[activity.scope]}</p>
 <h2>Last 24 hours</h2>
 ${lineChart('Messages per minute', [
   { label: 'accepted', color: '#0969da', values: series.map((b) => b.accepted) },
@@ -101,6 +102,12 @@ ${lineChart('Messages per minute', [
 ], 'chart-messages')}
 ${lineChart('Queue depth', [{ label: 'depth', color: '#9a6700', values: series.map((b) => b.depth) }], 'chart-depth')}`;
 }
+
+const SCOPE_TEXT: Readonly<Record<SeriesScope, string>> = {
+  node: 'Counted since the relay started (kept in memory, per minute, for 24 hours).',
+  cluster: 'Counted by every relay sharing the queue (kept in PostgreSQL, per minute, for 24 hours; other relays\' figures arrive within seconds).',
+  'node-fallback': "This relay's own figures since it started: the database's shared figures cannot be read right now.",
+};
 
 const STATES: ReadonlyArray<QueueState | ''> = ['', 'queued', 'active', 'deferred', 'held', 'failed'];
 

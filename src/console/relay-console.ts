@@ -7,9 +7,11 @@ import type { Logger } from '../log.js';
 import type { ObservedTokenProvider } from '../graph/observed-token-provider.js';
 import type { Readiness } from '../ops/admin-server.js';
 import type { QueueControl } from '../ops/queue-control.js';
-import { Activity, MINUTE_MS, tapLogLines } from './activity.js';
+import type { ActivityStore } from '../spool/spool.js';
+import { Activity, MINUTE_MS, PendingCounts, tapLogLines } from './activity.js';
 import { createConsole, type ConsoleHandler } from './console-server.js';
 import type { TokenState } from './pages.js';
+import { SharedActivity, type ActivitySeries } from './shared-activity.js';
 import { sendTestMessage } from './test-message.js';
 
 export interface TokenSource {
@@ -31,11 +33,15 @@ export interface RelayConsoleDeps {
   mailbox: () => string | undefined;
   listenHost: string;
   token?: string | undefined;
+  /** The shared per-minute record where several relays share the spool (PostgreSQL): the figures become the cluster's. */
+  activityStore?: ActivityStore | undefined;
 }
 
 export interface RelayConsole {
   handler: ConsoleHandler;
   activity: Activity;
+  /** Stores this node's last counts in the shared record (before the spool closes); nothing without one. */
+  flushShared(): Promise<void>;
   close(): void;
 }
 
@@ -62,7 +68,14 @@ async function tokenState(source: TokenSource): Promise<TokenState> {
 }
 
 export function createRelayConsole(deps: RelayConsoleDeps): RelayConsole {
-  const activity = new Activity(deps.now);
+  const activity = new Activity(deps.now, deps.activityStore ? new PendingCounts() : null);
+  const shared = deps.activityStore
+    ? new SharedActivity(deps.activityStore, activity as Activity & { pending: PendingCounts }, (err) =>
+        deps.logger.warn({ event: 'console.activity_store_failed', err: err.message }, 'could not store the console figures in the database; kept and retried'),
+      )
+    : null;
+  shared?.start();
+  const series = (): Promise<ActivitySeries> => (shared ? shared.read() : Promise.resolve({ series: activity.series(), scope: 'node' }));
   const untap = tapLogLines(deps.logger, (line) => activity.recordLine(line));
   const sample = () => activity.sampleDepth(deps.snapshot().depth);
   sample();
@@ -74,6 +87,7 @@ export function createRelayConsole(deps: RelayConsoleDeps): RelayConsole {
     tokenStates: () => Promise.all(deps.tokenSources().map(tokenState)),
     snapshot: deps.snapshot,
     activity,
+    series,
     now: deps.now,
     listenHost: deps.listenHost,
     token: deps.token,
@@ -92,8 +106,12 @@ export function createRelayConsole(deps: RelayConsoleDeps): RelayConsole {
   return {
     handler,
     activity,
+    flushShared: async () => {
+      await shared?.stop();
+    },
     close() {
       clearInterval(timer);
+      shared?.halt();
       untap();
     },
   };

@@ -71,8 +71,8 @@ export interface FormSubmission {
 
 export interface PlannedConfig {
   edits: Edit[];
-  /** Files to write next to the config (uploads), mode 0600. */
-  files: Array<{ path: string; content: Buffer }>;
+  /** Files to write next to the config (uploads, by the key that names them), mode 0600. */
+  files: Array<{ key: string; path: string; content: Buffer }>;
   /** Environment variables for the env file (secrets), when asked for. */
   env: Record<string, string>;
   problems: string[];
@@ -135,7 +135,7 @@ export function planConfig(existing: unknown, submission: FormSubmission, config
       const upload = files[field.key];
       const target = path.join(dir, field.key === 'graph.auth.certificateFile' ? 'graph-certificate.pem' : 'graph-private-key.pem');
       if (upload && upload.length > 0) {
-        written.push({ path: target, content: upload });
+        written.push({ key: field.key, path: target, content: upload });
         edits.push([keys, target]);
       } else if (sameMethod && typeof oldAuth[keys[2] as string] === 'string') {
         edits.push([keys, oldAuth[keys[2] as string]]);

@@ -14,6 +14,7 @@ import { deviceCodeLogin } from '../graph/msal-token-provider.js';
 import { TokenError } from '../graph/token-provider.js';
 import { runCheckStages, type CheckStep } from '../ops/check.js';
 import { diagnoseAadsts } from '../ops/diagnosis.js';
+import { readCertificatePair } from './certificate-upload.js';
 import { parseEnvFile, readExisting, renderConfig, renderEnvFile, writePrivate } from './config-file.js';
 import { applyEdits, planConfig, SEND_TO, type FormSubmission } from './fields.js';
 
@@ -78,6 +79,7 @@ export async function saveAndTest(options: SaveAndTestOptions, emit: (event: Set
       }
       throw err;
     }
+    if (config.graph.auth.method === 'certificate' && !(await checkCertificate(config.graph.auth, plan.files, staged, emit))) return false;
     if (config.graph.auth.method === 'deviceCode' && !(await signIn(config, options.extraCaPem ?? [], emit))) return false;
     const sendTo = (submission.values[SEND_TO] ?? '').trim();
     const passed = await runCheckStages(config, { sendTo: sendTo || undefined, extraCaPem: options.extraCaPem ?? [] }, (step) => {
@@ -94,6 +96,40 @@ export async function saveAndTest(options: SaveAndTestOptions, emit: (event: Set
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
+}
+
+/**
+ * The certificate and key, read before Entra is asked (certificate-upload.ts): a wrong file gets its
+ * own cause and fix. Uploads are stored as the PEM the relay reads (a DER .cer converted, the one
+ * block wanted taken from a file holding both).
+ */
+async function checkCertificate(
+  auth: { certificateFile: string; privateKeyFile: string; privateKeyPassphrase?: string | undefined },
+  uploads: Array<{ key: string; path: string; content: Buffer }>,
+  staged: ReadonlyMap<string, string>,
+  emit: (event: SetupEvent) => void,
+): Promise<boolean> {
+  const fail = (message: string, fix: string) => {
+    emit({ kind: 'step', step: { status: 'fail', stage: 'certificate', message, fix } });
+    return false;
+  };
+  let cert: Buffer;
+  let key: Buffer;
+  try {
+    [cert, key] = await Promise.all([readFile(auth.certificateFile), readFile(auth.privateKeyFile)]);
+  } catch (err) {
+    return fail(`cannot read the certificate or key (${(err as Error).message})`, 'upload the certificate and its private key again');
+  }
+  const pair = readCertificatePair(cert, key, auth.privateKeyPassphrase, Date.now());
+  if ('message' in pair) return fail(pair.message, pair.fix);
+  for (const upload of uploads) {
+    upload.content = Buffer.from(upload.key === 'graph.auth.certificateFile' ? pair.certPem : pair.keyPem);
+    const at = staged.get(upload.path);
+    if (at) await writeFile(at, upload.content, { mode: 0o600 });
+  }
+  const until = new Date(pair.notAfter).toISOString().slice(0, 10);
+  emit({ kind: 'step', step: { status: 'ok', stage: 'certificate', message: `certificate ${pair.subject}, thumbprint ${pair.thumbprint}, valid until ${until}; the private key belongs to it` } });
+  return true;
 }
 
 async function signIn(config: RelayConfig, extraCaPem: string[], emit: (event: SetupEvent) => void): Promise<boolean> {

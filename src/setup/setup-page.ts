@@ -4,12 +4,12 @@ import type { CheckStep } from '../ops/check.js';
 import { AUTH_METHODS, FIELDS, METHOD_LABELS, SECRETS_TO_ENV, SEND_TO, type AuthMethod, type FieldSpec } from './fields.js';
 import type { SetupEvent } from './save-and-test.js';
 
-function input(field: FieldSpec, values: Readonly<Record<string, string>>): Markup {
+function input(field: FieldSpec, values: Readonly<Record<string, string>>, kept: ReadonlySet<string> = new Set()): Markup {
   // Each method's fields carry its class; the stylesheet shows only the chosen method's (:has()).
-  return html`<div class="field${field.methods ? html` by-method ${field.methods.map((m) => `m-${m}`).join(' ')}` : ''}">${control(field, values)}</div>`;
+  return html`<div class="field${field.methods ? html` by-method ${field.methods.map((m) => `m-${m}`).join(' ')}` : ''}">${control(field, values, kept)}</div>`;
 }
 
-function control(field: FieldSpec, values: Readonly<Record<string, string>>): Markup {
+function control(field: FieldSpec, values: Readonly<Record<string, string>>, kept: ReadonlySet<string>): Markup {
   const id = `f-${field.key.replace(/\./g, '-')}`;
   const value = values[field.key] ?? '';
   const shownFor = field.methods ? html` <span class="muted">(${field.methods.map((m) => METHOD_LABELS[m as AuthMethod].split(' (')[0]).join(', ')})</span>` : '';
@@ -23,13 +23,16 @@ function control(field: FieldSpec, values: Readonly<Record<string, string>>): Ma
       // Write-only: a secret is never sent back to the browser, not even the one just typed.
       return html`${label}<input id="${id}" type="password" name="${field.key}" autocomplete="new-password" value="">`;
     case 'file':
-      return html`${label}<input id="${id}" type="file" name="${field.key}" accept=".pem,.crt,.cer,.key">`;
+      return html`${label}<input id="${id}" type="file" name="${field.key}" accept=".pem,.crt,.cer,.key">${
+        kept.has(field.key) ? html`<span class="help" data-kept="${field.key}">The file chosen in the previous attempt is kept; choose one only to replace it.</span>` : ''
+      }`;
     default:
       return html`${label}<input id="${id}" type="text" name="${field.key}" value="${value}" placeholder="${field.placeholder ?? ''}" autocomplete="off" spellcheck="false">`;
   }
 }
 
-export function setupForm(values: Readonly<Record<string, string>>, csrf: string, configFile: string, editing: boolean): Markup {
+/** `kept`: file fields whose upload from a failed attempt is kept by the server (a browser never refills a file input). */
+export function setupForm(values: Readonly<Record<string, string>>, csrf: string, configFile: string, editing: boolean, kept: ReadonlySet<string> = new Set()): Markup {
   const byGroup = (advanced: boolean, auth: boolean) => FIELDS.filter((f) => (f.advanced === true) === advanced && f.key.startsWith('graph.auth.') === auth);
   const main = FIELDS.filter((f) => !f.advanced && !f.key.startsWith('graph.auth.') && !f.key.startsWith('smtp.') && f.key !== 'spool.dir');
   const smtp = FIELDS.filter((f) => f.key.startsWith('smtp.') || f.key === 'spool.dir');
@@ -42,7 +45,7 @@ ${main.map((f) => input(f, values))}
 </fieldset>
 <fieldset><legend>Credentials for the chosen method</legend>
 <p class="help muted hide-with-has">Fill in the fields for the method chosen above; the others are ignored.</p>
-${byGroup(false, true).filter((f) => f.key !== 'graph.auth.method').map((f) => input(f, values))}
+${byGroup(false, true).filter((f) => f.key !== 'graph.auth.method').map((f) => input(f, values, kept))}
 <label><input type="checkbox" name="${SECRETS_TO_ENV}"${values[SECRETS_TO_ENV] ? html` checked` : ''}> Keep secrets in a separate file (<code>secrets.env</code>, mode 0600) referenced as <code>\${VAR}</code></label>
 </fieldset>
 <fieldset><legend>Who may send</legend>${smtp.map((f) => input(f, values))}</fieldset>

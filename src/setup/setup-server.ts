@@ -47,6 +47,10 @@ export async function startSetupServer(options: SetupServerOptions): Promise<Run
   let markSaved: (file: string) => void = () => undefined;
   const saved = new Promise<string>((resolve) => (markSaved = resolve));
   const configFile = path.resolve(options.configFile);
+  // Files uploaded in an attempt that failed: the re-shown form cannot carry them (a browser never
+  // refills a file input), so the next attempt reuses them unless new ones are chosen. In memory
+  // only, like the secrets typed into the form; forgotten once saved.
+  let keptFiles: Record<string, Buffer> = {};
 
   const formPage = async (csrf: string, values?: Record<string, string>) => {
     const existing = await readExisting(configFile);
@@ -88,7 +92,8 @@ export async function startSetupServer(options: SetupServerOptions): Promise<Run
       if (running) return send(res, 409, layout('Setup', html`<p class="notice fail">A test is already running in another tab; wait for it to finish.</p>`).text);
       running = true;
       try {
-        await saveAndTestPage(res, await submissionOf(form), session.csrf);
+        const submission = await submissionOf(form);
+        await saveAndTestPage(res, { values: submission.values, files: { ...keptFiles, ...submission.files } }, session.csrf);
       } finally {
         running = false;
       }
@@ -109,11 +114,13 @@ export async function startSetupServer(options: SetupServerOptions): Promise<Run
       res.write(html`<li class="fail"><span class="tag fail">failed</span>${(err as Error).message}</li>`.text);
     }
     res.write('</ol>');
+    keptFiles = ok ? {} : { ...submission.files };
     if (ok) {
       res.write(html`<p class="muted">Setup has finished; you can close this page.</p>`.text);
     } else {
       const values = { ...submission.values };
-      res.write(html`<div class="notice fail" id="not-saved">Nothing was saved. Correct the form below and press Save and Test again.</div>${setupForm(values, csrf, configFile, (await readExisting(configFile)).doc !== null)}`.text);
+      const kept = new Set(Object.keys(keptFiles));
+      res.write(html`<div class="notice fail" id="not-saved">Nothing was saved. Correct the form below and press Save and Test again.</div>${setupForm(values, csrf, configFile, (await readExisting(configFile)).doc !== null, kept)}`.text);
     }
     res.end(PAGE_END.text);
     if (ok) markSaved(configFile);

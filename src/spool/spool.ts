@@ -83,6 +83,29 @@ export interface Spool {
   settleAndClaim?(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now?: number): Promise<{ held: boolean; next: Lease[] }>;
   /** The whole queue's figures where several relays share it (metrics show the cluster's, not this node's). */
   clusterStats?(): Promise<{ depth: number; oldestReceivedAt: number | null; held: number; inFlightByMailbox: Map<string, number> }>;
+  /**
+   * Where several relays share the spool: a per-minute activity record in the shared store, so the
+   * console's counts and charts are the cluster's (each node adds its own counts under `node`).
+   */
+  activityStore?(node: string): ActivityStore;
+}
+
+/** Counts of one minute (minute = ms since the epoch / 60,000, rounded down). */
+export interface MinuteCounts {
+  minute: number;
+  accepted: number;
+  delivered: number;
+  deferred: number;
+  failed: number;
+  /** Highest queue depth sampled in the minute; null when none was. */
+  depth: number | null;
+}
+
+export interface ActivityStore {
+  /** Adds these counts to this node's rows (depth: the higher of the stored and the new sample). */
+  add(counts: readonly MinuteCounts[]): Promise<void>;
+  /** Every node's counts summed per minute (depth: the highest any node sampled), from `sinceMinute` on. */
+  read(sinceMinute: number): Promise<MinuteCounts[]>;
 }
 
 export type SpoolEvent = { kind: 'wake'; mailbox: string | null } | { kind: 'pause'; mailbox: string; untilMs: number };

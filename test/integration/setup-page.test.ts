@@ -1,15 +1,20 @@
 /**
  * `smtp-graph-relay setup` in a real browser against the emulator: a wrong secret gets the AADSTS
  * diagnosis and its fix and nothing is written; the right one writes a 0600 file (comments kept,
- * secret in a 0600 env file) with which `serve` starts and delivers.
+ * secret in a 0600 env file) with which `serve` starts and delivers. The certificate method: swapped
+ * files and an unregistered certificate are diagnosed, uploads are kept across a failed attempt, and
+ * the stored certificate and key (0600) are what `serve` signs its client assertions with.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningEmulator } from '../../src/emulator/server.js';
+import { createClientCertificate } from '../../src/emulator/test-pki.js';
 import { parseEnvFile } from '../../src/setup/config-file.js';
 import { runPageTests, launchBrowser, overflowsHorizontally, screenshots, type TestBrowser } from '../helpers/browser.js';
 import { CLIENT_ID, CLIENT_SECRET, MAILBOX, startTestEmulator, TENANT, waitForDelivery } from '../helpers/harness.js';
@@ -86,7 +91,8 @@ describe.skipIf(!runPageTests)('setup page', () => {
       expect(await failure.innerText()).toContain('AADSTS7000215');
       expect(await failure.innerText()).toContain('the client secret is wrong');
       expect(await failure.innerText()).toContain('copy the secret *Value* (not the Secret ID)');
-      expect(await page.locator('#not-saved').count()).toBe(1);
+      // The page streams: the verdict comes once every stage has run.
+      await page.locator('#not-saved').waitFor();
       await screenshots(page, 'setup-wrong-secret');
       // Nothing written: the old file is as it was.
       expect(await readFile(configFile, 'utf8')).toContain('clientSecret: old');
@@ -206,4 +212,144 @@ describe.skipIf(!runPageTests)('setup page, device code', () => {
       await dcEmu.close();
     }
   }, 120_000);
+});
+
+describe.skipIf(!runPageTests)('setup page, certificate', () => {
+  it('uploads a certificate and its key, tests them against the app registration, and stores them 0600 for serve', async () => {
+    const registered = await createClientCertificate('relay app (registered)');
+    const other = await createClientCertificate('relay app (not registered)');
+    // The app knows only the registered certificate (public part), as in Entra's Certificates & secrets.
+    const certEmu = await startTestEmulator({
+      apps: [{ clientId: CLIENT_ID, tenantId: TENANT, secrets: [], certificates: [registered.certPem], roles: ['Mail.Send', 'Mail.ReadWrite', 'User.Read.All'] }],
+    });
+    const certDir = await mkdtemp(path.join(dir, 'cert-'));
+    const caFile = path.join(certDir, 'emulator-ca.pem');
+    await writeFile(caFile, certEmu.caPem);
+    const configFile = path.join(certDir, 'relay.yaml');
+    await writeFile(configFile, `graph:\n  caFile: ${caFile}\ndelivery:\n  retry: { minDelay: 100ms, maxDelay: 500ms }\n  perMailbox: { messagesPerMinute: 0 }\nadmin:\n  listen: 127.0.0.1:0\n`);
+    // What a person picks in the file dialog: files somewhere else, named as they came.
+    const uploads = path.join(certDir, 'downloads');
+    await mkdir(uploads);
+    const files = {
+      cert: path.join(uploads, 'relay-app.crt'),
+      key: path.join(uploads, 'relay-app.key'),
+      otherCert: path.join(uploads, 'other.crt'),
+      otherKey: path.join(uploads, 'other.key'),
+    };
+    await writeFile(files.cert, registered.certPem);
+    await writeFile(files.key, registered.keyPem, { mode: 0o600 });
+    await writeFile(files.otherCert, other.certPem);
+    await writeFile(files.otherKey, other.keyPem, { mode: 0o600 });
+
+    const setup = startSetup(configFile);
+    const killer = setTimeout(() => setup.child.kill('SIGKILL'), 120_000);
+    try {
+      const { page } = browser;
+      await page.goto(await setup.url);
+      // Without files: the ones of the previous attempt are kept by the page.
+      const fill = async (cert: string | null, key: string | null, clientId = CLIENT_ID) => {
+        await page.selectOption('select[name="graph.auth.method"]', 'certificate');
+        await page.fill('input[name="graph.tenantId"]', TENANT);
+        await page.fill('input[name="graph.clientId"]', clientId);
+        if (cert) await page.setInputFiles('input[name="graph.auth.certificateFile"]', cert);
+        if (key) await page.setInputFiles('input[name="graph.auth.privateKeyFile"]', key);
+        await page.fill('input[name="graph.mailbox"]', MAILBOX);
+        await page.fill('input[name="smtp.listen"]', '127.0.0.1:0');
+        await page.fill('input[name="spool.dir"]', path.join(certDir, 'spool'));
+        await page.click('details summary');
+        await page.fill('input[name="graph.authorityHost"]', certEmu.url);
+        await page.fill('input[name="graph.endpoint"]', certEmu.url);
+        await page.fill('input[name="check.sendTo"]', 'it@contoso.example');
+      };
+      await page.selectOption('select[name="graph.auth.method"]', 'certificate');
+      // Only the certificate method's fields are shown (CSS :has(), no script).
+      expect(await page.isVisible('input[name="graph.auth.certificateFile"]')).toBe(true);
+      expect(await page.isVisible('input[name="graph.auth.privateKeyFile"]')).toBe(true);
+      expect(await page.isVisible('input[name="graph.auth.clientSecret"]')).toBe(false);
+
+      // The two files swapped: said before Entra is asked, with the fix.
+      await fill(files.key, files.cert);
+      await page.click('button[type=submit]');
+      const swapped = page.locator('li.fail[data-stage="certificate"]');
+      await swapped.waitFor();
+      expect(await swapped.innerText()).toContain('the certificate field holds a private key, not a certificate');
+      expect(await swapped.innerText()).toContain('choose the certificate (.cer, .crt or .pem) for "Certificate"');
+      await page.locator('#not-saved').waitFor();
+      await screenshots(page, 'setup-certificate-swapped');
+
+      // A certificate the app does not know: the AADSTS diagnosis, and nothing written.
+      await fill(files.otherCert, files.otherKey);
+      await page.click('button[type=submit]');
+      const failure = page.locator('li.fail[data-stage="token"]');
+      await failure.waitFor().catch(async (err: unknown) => {
+        throw new Error(`${(err as Error).message}\n--- page ---\n${await page.innerText('body')}\n--- setup ---\n${setup.output()}`);
+      });
+      expect(await failure.innerText()).toContain('AADSTS700027');
+      expect(await failure.innerText()).toContain('the certificate is not registered on the app');
+      // The page streams: the verdict comes once every stage has run.
+      await page.locator('#not-saved').waitFor();
+      expect(existsSync(path.join(certDir, 'graph-certificate.pem'))).toBe(false);
+      expect(await readFile(configFile, 'utf8')).not.toContain('certificate');
+
+      // The registered one, but a mistyped application ID: Entra's diagnosis names the app.
+      await fill(files.cert, files.key, 'mistyped-client');
+      await page.click('button[type=submit]');
+      await page.locator('li.fail[data-stage="token"]').waitFor();
+      expect(await page.locator('li.fail[data-stage="token"]').innerText()).toContain('AADSTS700016');
+      await page.locator('#not-saved').waitFor();
+      // A browser never refills a file input: the page keeps the files chosen and says so.
+      expect(await page.locator('[data-kept]').evaluateAll((els) => els.map((e) => e.getAttribute('data-kept')))).toEqual(['graph.auth.certificateFile', 'graph.auth.privateKeyFile']);
+
+      // Only the application ID corrected, no file chosen again.
+      await fill(null, null);
+      await page.click('button[type=submit]');
+      await page.locator('#saved').waitFor().catch(async (err: unknown) => {
+        throw new Error(`${(err as Error).message}\n--- page ---\n${await page.innerText('body')}\n--- setup ---\n${setup.output()}`);
+      });
+      const steps = await page.locator('ol.steps').first().innerText();
+      expect(steps).toContain(`certificate CN=relay app (registered), thumbprint ${new X509Certificate(registered.certPem).fingerprint.replace(/:/g, '')}`);
+      expect(steps).toContain('token acquired');
+      expect(steps).toContain('test message from relay@contoso.example accepted by Graph for it@contoso.example');
+      await screenshots(page, 'setup-certificate-saved');
+      // The 40-digit thumbprint wraps at phone width.
+      await page.setViewportSize({ width: 390, height: 900 });
+      expect(await overflowsHorizontally(page)).toBe(false);
+      await page.setViewportSize({ width: 1280, height: 900 });
+      expect(await setup.exited).toBe(0);
+    } finally {
+      clearTimeout(killer);
+      setup.child.kill('SIGKILL');
+    }
+
+    try {
+      const written = await readFile(configFile, 'utf8');
+      const stored = { cert: path.join(certDir, 'graph-certificate.pem'), key: path.join(certDir, 'graph-private-key.pem') };
+      expect(written).toContain('method: certificate');
+      expect(written).toContain(`certificateFile: ${stored.cert}`);
+      expect(written).toContain(`privateKeyFile: ${stored.key}`);
+      expect(written).not.toContain('BEGIN');
+      for (const file of [configFile, stored.cert, stored.key]) expect((await stat(file)).mode & 0o777, file).toBe(0o600);
+      expect((await readFile(stored.cert, 'utf8')).trim()).toBe(registered.certPem.trim());
+      expect(await readFile(stored.key, 'utf8')).toBe(registered.keyPem);
+      // Nothing of the failed attempt's certificate was kept.
+      expect(await readFile(stored.cert, 'utf8')).not.toBe(other.certPem);
+
+      const tokensBefore = certEmu.identity.grants.get('client_credentials') ?? 0;
+      const relay = await spawnRelay(['serve', '--config', configFile], {}, 60_000);
+      try {
+        const transport = nodemailer.createTransport({ host: '127.0.0.1', port: relay.port, secure: false, ignoreTLS: true });
+        await transport.sendMail({ from: MAILBOX, to: 'it@contoso.example', subject: 'after certificate setup', text: 'configured by the setup page', headers: { 'X-Test-Id': 'after-cert-setup' } });
+        transport.close();
+        const delivered = await waitForDelivery(certEmu, 'after-cert-setup', 20_000);
+        expect(delivered.sentBy).toBe(CLIENT_ID);
+        // The relay signed its own client assertion with the stored key.
+        expect(certEmu.identity.grants.get('client_credentials') ?? 0).toBeGreaterThan(tokensBefore);
+      } finally {
+        relay.child.kill('SIGTERM');
+        await relay.exited;
+      }
+    } finally {
+      await certEmu.close();
+    }
+  }, 240_000);
 });

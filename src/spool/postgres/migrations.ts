@@ -155,6 +155,25 @@ END
 $fn$;
 `,
   },
+  {
+    version: 3,
+    name: 'per-minute activity for the console',
+    sql: `
+-- Each node adds its own per-minute counts (activity.ts, every few seconds); the console shows the
+-- sum over nodes. Rows older than 25 hours are removed by the spool's maintenance.
+CREATE TABLE relay.activity (
+  minute timestamptz NOT NULL,
+  node text NOT NULL,
+  accepted int NOT NULL DEFAULT 0,
+  delivered int NOT NULL DEFAULT 0,
+  deferred int NOT NULL DEFAULT 0,
+  failed int NOT NULL DEFAULT 0,
+  -- The highest (cluster-wide) queue depth this node sampled in the minute.
+  depth int,
+  PRIMARY KEY (minute, node)
+);
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

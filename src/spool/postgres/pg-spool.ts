@@ -21,8 +21,9 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { noteBytesMoved } from '../../memory/buffer-turnover.js';
 import type { SpoolEntry } from '../entry.js';
-import type { ClaimLimits, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
+import type { ActivityStore, ClaimLimits, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
 import { SpoolBusyError } from '../spool.js';
+import { ACTIVITY_KEEP, PgActivityStore } from './activity.js';
 import { NotificationListener, CHANNEL } from './listener.js';
 import { createPool, DatabaseHealth } from './pg-connection.js';
 
@@ -143,11 +144,17 @@ export class PgSpool implements Spool {
     return { queued: [], discardedPartial: discarded, quarantined: [], completedMoves: 0, replayed: 0 };
   }
 
-  /** Removes intakes that died before their commit, and sends older than the day window. */
+  /** Removes intakes that died before their commit, and sends and console activity older than the day window. */
   private async sweep(): Promise<number> {
     const { rowCount } = await this.q(`DELETE FROM relay.messages WHERE state = 'receiving' AND created_at < now() - $1 * interval '1 millisecond'`, [STALE_RECEIVING_MS]);
     await this.q(`DELETE FROM relay.sends WHERE at < now() - interval '${SENDS_KEEP}'`);
+    await this.q(`DELETE FROM relay.activity WHERE minute < now() - interval '${ACTIVITY_KEEP}'`);
     return rowCount ?? 0;
+  }
+
+  /** The console's per-minute counts, shared by the cluster (activity.ts). */
+  activityStore(node: string): ActivityStore {
+    return new PgActivityStore((text, values) => this.q(text, values), node, () => this.health.down);
   }
 
   async beginMessage(id: string): Promise<MessageWriter> {
