@@ -220,7 +220,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       clock,
       logger,
       // tokens and graph are read at each attempt, so a reload swaps credentials for the next one.
-      attempt: async (entry) => {
+      attempt: async (entry, promoted) => {
         const profile = profileFor(entry.graphProfile);
         if (!profile) {
           return { decision: { action: 'retry', kind: 'operator', reason: `no Graph credentials for ${entry.graphProfile} any more (routes changed?): restore that route's graph settings`, retryAfterMs: null, pauseMailbox: false } };
@@ -235,6 +235,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
           drafts: (e) => drafts.trackerFor(e.id, e.mailbox, e.graphProfile),
           pacer: (e) => uploadBudgets.for(e.graphProfile ?? '', e.mailbox),
           delegated: profile.tokens.delegated === true,
+          ...(promoted?.content ? { prefetched: promoted.content } : {}),
         });
       },
       onSettled: (entry, result, outcome) => {

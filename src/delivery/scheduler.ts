@@ -24,9 +24,16 @@ export interface SchedulerOptions {
   maxQueueLifetimeMs: number;
 }
 
+/** A standby message starting in the slot its node's previous request to the mailbox just left. */
+export interface PromotedStandby {
+  /** Its bytes, read while it waited (small messages). */
+  content?: Promise<Buffer>;
+}
+
 export interface SchedulerDeps {
   spool: Spool;
-  attempt: (entry: SpoolEntry) => Promise<AttemptResult>;
+  /** `promoted`: a shared spool's standby lease taking a slot its node just freed (claim-loop.ts). */
+  attempt: (entry: SpoolEntry, promoted?: PromotedStandby) => Promise<AttemptResult>;
   clock: Clock;
   logger: Logger;
   random?: () => number;

@@ -78,9 +78,11 @@ export interface Spool {
   mailboxPausedUntil?(mailbox: string): Promise<number>;
   /**
    * settle, and at once lease the mailbox's next due message to `node` within the limits (the
-   * slot passes on without being free in between); absent where claims are not shared.
+   * slot passes on without being free in between); absent where claims are not shared. With
+   * `handOver.promote`, the slot goes to that standby lease of this node (its request already
+   * started); `handOver.standby` more are leased on standby, ready for the node's next free slot.
    */
-  settleAndClaim?(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now?: number): Promise<{ held: boolean; next: Lease[] }>;
+  settleAndClaim?(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now?: number, handOver?: HandOver): Promise<{ held: boolean; next: Lease[]; standby: Lease[] }>;
   /** The whole queue's figures where several relays share it (metrics show the cluster's, not this node's). */
   clusterStats?(): Promise<{ depth: number; oldestReceivedAt: number | null; held: number; inFlightByMailbox: Map<string, number> }>;
   /**
@@ -119,6 +121,14 @@ export interface ClaimLimits {
   messagesPerMinute: number;
   recipientsPerDay: number;
   leaseMs: number;
+}
+
+/** What a node asks of a settle on a shared spool (settleAndClaim). */
+export interface HandOver {
+  /** A standby lease of this node that took the settled lease's slot (its request has started). */
+  promote?: Lease;
+  /** How many messages to lease on standby for this node's next free slot. */
+  standby?: number;
 }
 
 export interface Lease {

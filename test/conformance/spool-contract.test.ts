@@ -309,8 +309,38 @@ describe('slot hand-over on the shared spool', () => {
     // Still 4 in flight: the other node gets nothing.
     expect(await other.claim('node-b', 10, LIMITS)).toHaveLength(0);
     // The old lease again: refused, and nothing is leased for it.
-    expect(await handOver(spool)(first[0]!, { kind: 'delivered' }, 'node-a', LIMITS)).toEqual({ held: false, next: [] });
+    expect(await handOver(spool)(first[0]!, { kind: 'delivered' }, 'node-a', LIMITS)).toEqual({ held: false, next: [], standby: [] });
     expect(await other.claim('node-b', 10, LIMITS)).toHaveLength(0);
+  });
+
+  it('standby: leased ready for a slot but not counted in flight; promoting it passes the slot, and handing it back frees it', async () => {
+    const spool = await backend.fresh();
+    const other = await backend.again();
+    for (let i = 0; i < 8; i += 1) await store(spool);
+    const first = await spool.claim('node-a', 4, LIMITS);
+    expect(first).toHaveLength(4);
+    // One settles: its slot goes to the next message, and one more is leased on standby.
+    const one = await handOver(spool)(first[0]!, { kind: 'delivered' }, 'node-a', LIMITS, Date.now(), { standby: 1 });
+    expect(one.next).toHaveLength(1);
+    expect(one.standby).toHaveLength(1);
+    const spare = one.standby[0]!;
+    // Standby is not a request in flight, but nobody else may take it, and no fifth slot opens.
+    expect(await other.claim('node-b', 10, LIMITS)).toHaveLength(0);
+    expect((await other.clusterStats?.())?.inFlightByMailbox.get('relay@x.example')).toBe(4);
+    // The next request ends: the standby message takes its slot (its request already started);
+    // a new standby is leased, and still 4 are in flight.
+    const two = await handOver(spool)(first[1]!, { kind: 'delivered' }, 'node-a', LIMITS, Date.now(), { promote: spare, standby: 1 });
+    expect(two.held).toBe(true);
+    expect(two.next).toHaveLength(0);
+    expect(two.standby).toHaveLength(1);
+    expect(two.standby[0]!.entry.id).not.toBe(spare.entry.id);
+    expect((await other.clusterStats?.())?.inFlightByMailbox.get('relay@x.example')).toBe(4);
+    expect(await other.claim('node-b', 10, LIMITS)).toHaveLength(0);
+    // Handed back unsent (the node stops): the message is due again for anyone, not after leaseTimeout.
+    expect(await spool.settle(two.standby[0]!, { kind: 'postponed', untilMs: 0 })).toBe(true);
+    await spool.settle(first[2]!, { kind: 'delivered' });
+    const taken = await other.claim('node-b', 10, LIMITS);
+    expect(taken.map((l) => l.entry.id)).toContain(two.standby[0]!.entry.id);
   });
 
   it('hands nothing over while the mailbox is paused or its minute is full, and wakes the cluster for the free slot instead', async () => {

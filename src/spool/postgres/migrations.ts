@@ -70,29 +70,39 @@ CREATE INDEX sends_token ON relay.sends (lease_token);
     // for each statement (READ COMMITTED), so the counts made after the mailbox's row lock see every
     // claim committed before it, as the separate statements did.
     sql: `
--- Leases up to p_max due messages of one mailbox whose row the caller has locked, within the limits.
-CREATE FUNCTION relay.claim_for(p_mailbox text, p_node text, p_max int, p_max_in_flight int, p_per_minute int, p_per_day int, p_lease_ms bigint, p_now bigint)
-RETURNS TABLE (entry jsonb, held boolean, run_at bigint, lease_token uuid)
+-- A lease is on standby while its node holds it ready for a slot the node already has: not a request
+-- in flight (not counted against maxInFlightPerMailbox), but its sends are reserved and no other node
+-- takes it. The node promotes it the moment one of its own requests to the mailbox ends.
+ALTER TABLE relay.messages ADD COLUMN standby boolean NOT NULL DEFAULT false;
+
+-- Leases up to p_max due messages of one mailbox whose row the caller has locked, within the limits,
+-- and then up to p_standby more on standby (only where a slot was leased or p_have_slot says the
+-- node holds one). Rows say which they are.
+CREATE FUNCTION relay.claim_for(p_mailbox text, p_node text, p_max int, p_max_in_flight int, p_per_minute int, p_per_day int, p_lease_ms bigint, p_now bigint,
+                                p_standby int DEFAULT 0, p_have_slot boolean DEFAULT false)
+RETURNS TABLE (entry jsonb, held boolean, run_at bigint, lease_token uuid, standby boolean)
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
-  v_budget bigint;
+  v_send bigint;
+  v_total bigint;
   v_day bigint;
   v_ids text[] := ARRAY[]::text[];
   v_row record;
 BEGIN
-  SELECT least(p_max, p_max_in_flight - count(*)) INTO v_budget FROM relay.messages m
-   WHERE m.mailbox = p_mailbox AND m.lease_token IS NOT NULL AND m.lease_until >= now();
+  SELECT greatest(0, least(p_max, p_max_in_flight - count(*))) INTO v_send FROM relay.messages m
+   WHERE m.mailbox = p_mailbox AND m.lease_token IS NOT NULL AND m.lease_until >= now() AND NOT m.standby;
+  v_total := v_send + CASE WHEN v_send > 0 OR p_have_slot THEN greatest(0, p_standby) ELSE 0 END;
   IF p_per_minute > 0 THEN
-    v_budget := least(v_budget, p_per_minute - (SELECT count(*) FROM relay.sends s WHERE s.mailbox = p_mailbox AND s.at > now() - interval '1 minute'));
+    v_total := least(v_total, p_per_minute - (SELECT count(*) FROM relay.sends s WHERE s.mailbox = p_mailbox AND s.at > now() - interval '1 minute'));
   END IF;
-  IF v_budget <= 0 THEN RETURN; END IF;
+  IF v_total <= 0 THEN RETURN; END IF;
   SELECT coalesce(sum(s.rcpts), 0) INTO v_day FROM relay.sends s WHERE s.mailbox = p_mailbox AND s.at > now() - interval '1 day';
   FOR v_row IN
     SELECT m.id, m.rcpts FROM relay.messages m
      WHERE m.mailbox = p_mailbox AND m.state = 'queued' AND NOT m.held AND m.run_at <= p_now
        AND (m.lease_token IS NULL OR m.lease_until < now())
-     ORDER BY m.run_at, m.id LIMIT v_budget FOR UPDATE SKIP LOCKED
+     ORDER BY m.run_at, m.id LIMIT v_total FOR UPDATE SKIP LOCKED
   LOOP
     -- A message larger than the whole day's budget goes once the window is empty, rather than never.
     EXIT WHEN p_per_day > 0 AND v_day + v_row.rcpts > p_per_day AND v_day > 0;
@@ -100,57 +110,68 @@ BEGIN
     v_ids := v_ids || v_row.id;
   END LOOP;
   IF cardinality(v_ids) = 0 THEN RETURN; END IF;
-  -- The lease, its send reservation (the minute and day windows) and the mailbox's turn.
+  -- The lease, its send reservation (the minute and day windows) and the mailbox's turn; the
+  -- first v_send of them (in due order) are slots, the rest standby.
   RETURN QUERY
-    WITH c AS (UPDATE relay.messages m SET lease_owner = p_node, lease_token = gen_random_uuid(), lease_until = now() + p_lease_ms * interval '1 millisecond'
-                WHERE m.id = ANY (v_ids) RETURNING m.mailbox, m.rcpts, m.entry, m.held, m.run_at, m.lease_token),
+    WITH c AS (UPDATE relay.messages m SET lease_owner = p_node, lease_token = gen_random_uuid(), lease_until = now() + p_lease_ms * interval '1 millisecond',
+                      standby = array_position(v_ids, m.id) > v_send
+                WHERE m.id = ANY (v_ids) RETURNING m.mailbox, m.rcpts, m.entry, m.held, m.run_at, m.lease_token, m.standby),
          s AS (INSERT INTO relay.sends (mailbox, at, rcpts, lease_token) SELECT c.mailbox, now(), c.rcpts, c.lease_token FROM c),
          b AS (UPDATE relay.mailboxes mb SET last_claim_at = now() WHERE mb.mailbox = p_mailbox)
-    SELECT c.entry, c.held, c.run_at, c.lease_token FROM c;
+    SELECT c.entry, c.held, c.run_at, c.lease_token, c.standby FROM c ORDER BY c.standby, c.run_at;
 END
 $fn$;
 
--- Records an attempt's outcome under its lease (p_kind: delivered, postponed, deferred, failed) and,
--- with p_claim, leases the mailbox's next due message to p_node at once: the slot passes on without
--- being free in between. The first row says whether the lease still held; leases follow. When no
--- lease follows, the freed slot wakes the cluster (p_channel).
+-- Records an attempt's outcome under its lease (p_kind: delivered, postponed, deferred, failed). The
+-- slot it held goes to p_promote, a standby lease of the same node whose request has already started
+-- (the node promoted it the moment this request ended: the database counts the slot once throughout,
+-- first under this lease, then under that one). With p_claim the mailbox's next due messages are
+-- leased to p_node at once: a slot if none was promoted, and p_standby on standby. The first row says
+-- whether the lease still held; leases follow. When no slot passed on, the cluster is woken (p_channel).
 CREATE FUNCTION relay.settle_and_claim(p_id text, p_token uuid, p_kind text, p_entry jsonb, p_held boolean, p_run_at bigint,
-                                       p_claim boolean, p_node text, p_max_in_flight int, p_per_minute int, p_per_day int, p_lease_ms bigint, p_now bigint, p_channel text)
-RETURNS TABLE (settled boolean, entry jsonb, held boolean, run_at bigint, lease_token uuid)
+                                       p_claim boolean, p_node text, p_max_in_flight int, p_per_minute int, p_per_day int, p_lease_ms bigint, p_now bigint, p_channel text,
+                                       p_promote uuid DEFAULT NULL, p_standby int DEFAULT 0)
+RETURNS TABLE (settled boolean, entry jsonb, held boolean, run_at bigint, lease_token uuid, standby boolean)
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
   v_mailbox text;
   v_next int := 0;
+  v_promoted boolean := false;
 BEGIN
   IF p_kind = 'delivered' THEN
     DELETE FROM relay.messages m WHERE m.id = p_id AND m.lease_token = p_token RETURNING m.mailbox INTO v_mailbox;
   ELSIF p_kind = 'postponed' THEN
     -- Nothing was sent: the send reservation is returned.
-    UPDATE relay.messages m SET run_at = p_run_at, lease_owner = NULL, lease_token = NULL, lease_until = NULL
+    UPDATE relay.messages m SET run_at = p_run_at, lease_owner = NULL, lease_token = NULL, lease_until = NULL, standby = false
      WHERE m.id = p_id AND m.lease_token = p_token RETURNING m.mailbox INTO v_mailbox;
     IF v_mailbox IS NOT NULL THEN DELETE FROM relay.sends s WHERE s.lease_token = p_token; END IF;
   ELSE
     UPDATE relay.messages m SET state = CASE WHEN p_kind = 'failed' THEN 'failed' ELSE 'queued' END, entry = p_entry, held = p_held, run_at = p_run_at,
-           lease_owner = NULL, lease_token = NULL, lease_until = NULL
+           lease_owner = NULL, lease_token = NULL, lease_until = NULL, standby = false
      WHERE m.id = p_id AND m.lease_token = p_token RETURNING m.mailbox INTO v_mailbox;
   END IF;
+  -- The promoted request is under way whatever became of this lease: it counts from now on.
+  IF p_promote IS NOT NULL THEN
+    UPDATE relay.messages m SET standby = false WHERE m.lease_token = p_promote AND m.standby;
+    v_promoted := FOUND;
+  END IF;
   IF v_mailbox IS NULL THEN
-    RETURN QUERY SELECT false, NULL::jsonb, NULL::boolean, NULL::bigint, NULL::uuid;
+    RETURN QUERY SELECT false, NULL::jsonb, NULL::boolean, NULL::bigint, NULL::uuid, NULL::boolean;
     RETURN;
   END IF;
-  RETURN QUERY SELECT true, NULL::jsonb, NULL::boolean, NULL::bigint, NULL::uuid;
+  RETURN QUERY SELECT true, NULL::jsonb, NULL::boolean, NULL::bigint, NULL::uuid, NULL::boolean;
   -- Waits for another node's claim on this mailbox to end (never the other way round: a claim
   -- holding the mailbox row only skips locked messages), then counts what that claim committed.
   IF p_claim THEN
     PERFORM 1 FROM relay.mailboxes mb WHERE mb.mailbox = v_mailbox AND coalesce(mb.paused_until, '-infinity') <= now() FOR UPDATE;
     IF FOUND THEN
-      RETURN QUERY SELECT NULL::boolean, c.entry, c.held, c.run_at, c.lease_token
-                     FROM relay.claim_for(v_mailbox, p_node, 1, p_max_in_flight, p_per_minute, p_per_day, p_lease_ms, p_now) c;
+      RETURN QUERY SELECT NULL::boolean, c.entry, c.held, c.run_at, c.lease_token, c.standby
+                     FROM relay.claim_for(v_mailbox, p_node, CASE WHEN v_promoted THEN 0 ELSE 1 END, p_max_in_flight, p_per_minute, p_per_day, p_lease_ms, p_now, p_standby, v_promoted) c;
       GET DIAGNOSTICS v_next = ROW_COUNT;
     END IF;
   END IF;
-  IF v_next = 0 THEN PERFORM pg_notify(p_channel, 'wake ' || v_mailbox); END IF;
+  IF v_next = 0 AND NOT v_promoted THEN PERFORM pg_notify(p_channel, 'wake ' || v_mailbox); END IF;
 END
 $fn$;
 `,

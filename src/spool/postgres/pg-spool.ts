@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { noteBytesMoved } from '../../memory/buffer-turnover.js';
 import type { SpoolEntry } from '../entry.js';
-import type { ActivityStore, ClaimLimits, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
+import type { ActivityStore, ClaimLimits, HandOver, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
 import { SpoolBusyError } from '../spool.js';
 import { ACTIVITY_KEEP, PgActivityStore } from './activity.js';
 import { NotificationListener, CHANNEL } from './listener.js';
@@ -313,7 +313,7 @@ export class PgSpool implements Spool {
     const { rows } = await this.q<{ depth: string; held: string; oldest: string | null }>(
       `SELECT count(*) AS depth, count(*) FILTER (WHERE held) AS held, min((entry->>'receivedAt')::bigint) AS oldest FROM relay.messages WHERE state = 'queued'`,
     );
-    const leased = await this.q<{ mailbox: string; n: string }>(`SELECT mailbox, count(*) AS n FROM relay.messages WHERE lease_token IS NOT NULL AND lease_until >= now() GROUP BY mailbox`);
+    const leased = await this.q<{ mailbox: string; n: string }>(`SELECT mailbox, count(*) AS n FROM relay.messages WHERE lease_token IS NOT NULL AND lease_until >= now() AND NOT standby GROUP BY mailbox`);
     const row = rows[0];
     return {
       depth: Number(row?.depth ?? 0),
@@ -429,16 +429,20 @@ export class PgSpool implements Spool {
    * 4). Nothing is leased while the mailbox is paused or its windows are full; then the free slot
    * is announced to the cluster as before. One round trip (relay.settle_and_claim, migration 2).
    */
-  async settleAndClaim(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now = Date.now()): Promise<{ held: boolean; next: Lease[] }> {
-    return this.settleWith(lease, outcome, { node, limits, now });
+  async settleAndClaim(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now = Date.now(), handOver: HandOver = {}): Promise<{ held: boolean; next: Lease[]; standby: Lease[] }> {
+    return this.settleWith(lease, outcome, { node, limits, now, handOver });
   }
 
-  private async settleWith(lease: Lease, outcome: Settlement, claim: { node: string; limits: ClaimLimits; now: number } | null): Promise<{ held: boolean; next: Lease[] }> {
+  private async settleWith(
+    lease: Lease,
+    outcome: Settlement,
+    claim: { node: string; limits: ClaimLimits; now: number; handOver: HandOver } | null,
+  ): Promise<{ held: boolean; next: Lease[]; standby: Lease[] }> {
     const e = outcome.kind === 'deferred' || outcome.kind === 'failed' ? outcome.entry : null;
     const runAt = outcome.kind === 'postponed' ? outcome.untilMs : (e?.nextAttemptAt ?? 0);
     const limits = claim?.limits;
-    const { rows } = await this.q<{ settled: boolean | null; entry: SpoolEntry | null; held: boolean | null; run_at: string | null; lease_token: string | null }>(
-      'SELECT settled, entry, held, run_at, lease_token FROM relay.settle_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)',
+    const { rows } = await this.q<{ settled: boolean | null; entry: SpoolEntry | null; held: boolean | null; run_at: string | null; lease_token: string | null; standby: boolean | null }>(
+      'SELECT settled, entry, held, run_at, lease_token, standby FROM relay.settle_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)',
       [
         lease.entry.id,
         lease.token,
@@ -454,10 +458,13 @@ export class PgSpool implements Spool {
         limits?.leaseMs ?? 0,
         claim?.now ?? 0,
         CHANNEL,
+        claim?.handOver.promote?.token ?? null,
+        claim?.handOver.standby ?? 0,
       ],
     );
-    const [first, ...leases] = rows;
-    return { held: first?.settled === true, next: leases.map((row) => ({ entry: toEntry(row as Row), token: row.lease_token as string })) };
+    const [first, ...leased] = rows;
+    const toLease = (row: (typeof rows)[number]): Lease => ({ entry: toEntry(row as Row), token: row.lease_token as string });
+    return { held: first?.settled === true, next: leased.filter((r) => r.standby !== true).map(toLease), standby: leased.filter((r) => r.standby === true).map(toLease) };
   }
 
   async mailboxPausedUntil(mailbox: string): Promise<number> {
