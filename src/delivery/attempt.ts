@@ -80,7 +80,8 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
   let mime: Buffer | null = null;
   if (!large) {
     try {
-      mime = await (deps.prefetched ?? deps.spool.readMessage(entry.id));
+      // A read ahead that failed (the database away for a moment) is simply read again now.
+      mime = await (deps.prefetched?.catch(() => deps.spool.readMessage(entry.id)) ?? deps.spool.readMessage(entry.id));
     } catch (err) {
       await pauseRead;
       return { decision: { action: 'retry', kind: 'operator', reason: `cannot read the spooled message: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false } };

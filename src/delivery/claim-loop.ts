@@ -63,7 +63,7 @@ export class ClaimLoop {
   /** Pauses this node knows of (its own 429s and other nodes' notifications): checked before every request. */
   private readonly pauses = new Map<string, number>();
   /** Leases on standby per mailbox, each renewed until it is promoted to a slot or handed back. */
-  private readonly standby = new Map<string, Array<{ lease: Lease; renewal: NodeJS.Timeout; content: Promise<Buffer> | undefined }>>();
+  private readonly standby = new Map<string, Array<{ lease: Lease; renewal: NodeJS.Timeout; renewedAt: () => number; content: Promise<Buffer> | undefined }>>();
   /** Requests outside attempts (draft clean-up) in flight per mailbox. */
   private readonly extraInFlight = new Map<string, number>();
   private running = false;
@@ -260,14 +260,20 @@ export class ClaimLoop {
     };
   }
 
-  /** Renews a lease every third of leaseMs; says once when it was lost. */
-  private keepRenewed(lease: Lease, onLost: () => void): NodeJS.Timeout {
+  /**
+   * Renews a lease every third of leaseMs; says once when it was lost. `renewedAt` is when the
+   * store last confirmed it (a lease not confirmed for half of leaseMs may have lapsed unnoticed
+   * while the database was away, and is not handed a slot).
+   */
+  private keepRenewed(lease: Lease, sending: boolean, onLost: () => void): { timer: NodeJS.Timeout; renewedAt: () => number } {
     const leaseMs = this.options.leaseMs;
     let lost = false;
-    const renewal = setInterval(() => {
-      this.spool.renew(lease, leaseMs).then(
+    let renewedAt = this.clock.now();
+    const timer = setInterval(() => {
+      this.spool.renew(lease, leaseMs, sending).then(
         (held) => {
-          if (!held && !lost) {
+          if (held) renewedAt = this.clock.now();
+          else if (!lost) {
             lost = true;
             onLost();
           }
@@ -275,13 +281,17 @@ export class ClaimLoop {
         () => undefined, // database away: the next renewal tries again
       );
     }, Math.max(100, Math.floor(leaseMs / 3)));
-    renewal.unref();
-    return renewal;
+    timer.unref();
+    return { timer, renewedAt: () => (lost ? 0 : renewedAt) };
+  }
+
+  private fresh(renewedAt: number): boolean {
+    return this.clock.now() - renewedAt < this.options.leaseMs / 2;
   }
 
   private dispatch(lease: Lease, standbyStart?: PromotedStandby): void {
     const { entry } = lease;
-    const renewal = this.keepRenewed(lease, () =>
+    const { timer: renewal, renewedAt } = this.keepRenewed(lease, true, () =>
       this.logger.warn({ event: 'delivery.lease_lost', queueId: entry.id, node: this.options.node }, 'lease lost while the attempt runs; its outcome will not be recorded (another node has the message)'),
     );
     const done = (async () => {
@@ -302,7 +312,10 @@ export class ClaimLoop {
       // This request has ended, so its slot is this node's to pass on: a standby message of the
       // mailbox starts now, and the settle below tells the database (which counts the slot under
       // this lease until then, under the promoted one after).
-      const promoted = this.running && plan.pauseMailboxUntil === null && this.pausedUntil(entry.mailbox) <= this.clock.now() ? this.takeStandby(entry.mailbox) : null;
+      // Only while this lease is known to hold its slot (confirmed within half of leaseMs): a lease
+      // that lapsed unnoticed may have had its slot refilled by another node already.
+      const mayPass = this.running && plan.pauseMailboxUntil === null && this.pausedUntil(entry.mailbox) <= this.clock.now() && this.fresh(renewedAt());
+      const promoted = mayPass ? this.takeStandby(entry.mailbox) : null;
       if (promoted) this.dispatch(promoted.lease, promoted.content ? { content: promoted.content } : {});
       return (await this.record(lease, plan, result, promoted?.lease ?? null)) || promoted !== null;
     })().then(
@@ -324,23 +337,36 @@ export class ClaimLoop {
     this.inFlight.set(entry.id, { lease, done });
   }
 
+  /** The mailbox's next standby lease still known to hold (stale ones are dropped: they lapse and go to another node). */
   private takeStandby(mailbox: string): { lease: Lease; content: Promise<Buffer> | undefined } | null {
     const held = this.standby.get(mailbox);
-    const first = held?.shift();
+    let first = held?.shift();
+    while (first && !this.fresh(first.renewedAt())) {
+      clearInterval(first.renewal);
+      first = held?.shift();
+    }
     if (held && held.length === 0) this.standby.delete(mailbox);
     if (!first) return null;
     clearInterval(first.renewal);
     return { lease: first.lease, content: first.content };
   }
 
+  /** Every standby lease of the mailbox, stale or not (to hand back). */
+  private takeAllStandby(mailbox: string): Lease[] {
+    const held = this.standby.get(mailbox) ?? [];
+    this.standby.delete(mailbox);
+    for (const spare of held) clearInterval(spare.renewal);
+    return held.map((spare) => spare.lease);
+  }
+
   private addStandby(lease: Lease): void {
     const { mailbox } = lease.entry;
     // A standby lease that lapses is simply taken by another node; nothing was sent under it.
-    const renewal = this.keepRenewed(lease, () => this.forgetStandby(lease));
+    const { timer: renewal, renewedAt } = this.keepRenewed(lease, false, () => this.forgetStandby(lease));
     const content = lease.entry.size <= PREFETCH_UP_TO_BYTES ? this.spool.readMessage(lease.entry.id) : undefined;
-    content?.catch(() => undefined); // not unhandled while it waits: the attempt awaits it and reports a failure
+    content?.catch(() => undefined); // not unhandled while it waits; a failed read is read again by the attempt
     const held = this.standby.get(mailbox) ?? [];
-    held.push({ lease, renewal, content });
+    held.push({ lease, renewal, renewedAt, content });
     this.standby.set(mailbox, held);
   }
 
@@ -357,9 +383,7 @@ export class ClaimLoop {
   private async releaseIdleStandby(mailbox: string): Promise<void> {
     if (!this.standby.has(mailbox)) return;
     for (const { lease } of this.inFlight.values()) if (lease.entry.mailbox === mailbox) return;
-    const leases: Lease[] = [];
-    for (let spare = this.takeStandby(mailbox); spare; spare = this.takeStandby(mailbox)) leases.push(spare.lease);
-    await this.handBack(leases);
+    await this.handBack(this.takeAllStandby(mailbox));
   }
 
   /**
@@ -375,7 +399,7 @@ export class ClaimLoop {
         // settleAndClaim), or to the standby message already promoted; a new one goes on standby.
         const handOver =
           (this.running || promoted) && this.spool.settleAndClaim
-            ? await this.spool.settleAndClaim(lease, plan.settlement, this.options.node, this.limits(), this.clock.now(), { ...(promoted ? { promote: promoted } : {}), standby: STANDBY_PER_SLOT })
+            ? await this.spool.settleAndClaim(lease, plan.settlement, this.options.node, this.limits(), this.clock.now(), { ...(promoted ? { promote: promoted } : {}), standby: this.running ? STANDBY_PER_SLOT : 0 })
             : null;
         const held = handOver ? handOver.held : await this.spool.settle(lease, plan.settlement);
         let next = handOver?.next ?? [];
@@ -409,9 +433,8 @@ export class ClaimLoop {
     if (this.poll) clearInterval(this.poll);
     this.unsubscribe?.();
     // Nothing was sent under a standby lease: they go back at once, not after leaseTimeout.
-    const spare: Lease[] = [];
-    for (const mailbox of [...this.standby.keys()]) for (let held = this.takeStandby(mailbox); held; held = this.takeStandby(mailbox)) spare.push(held.lease);
-    await this.handBack(spare);
+    const spare = [...this.standby.keys()].flatMap((mailbox) => this.takeAllStandby(mailbox));
+    await Promise.race([this.handBack(spare), new Promise((resolve) => setTimeout(resolve, deadlineMs).unref())]);
     let timeout: NodeJS.Timeout | undefined;
     const expired = new Promise<void>((resolve) => {
       timeout = setTimeout(resolve, deadlineMs);

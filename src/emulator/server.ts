@@ -173,7 +173,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       await drainQuietly(req);
       sendJson(res, error.status, graphErrorBody(requestId, clientRequestId, error.code, error.message), { 'request-id': requestId, 'client-request-id': clientRequestId ?? requestId, ...(error.headers ?? {}) });
     };
-    if (!route) return fail(graphError(400, 'BadRequest', `Unsupported ${method} ${url.pathname}.`));
+    if (!route) return await fail(graphError(400, 'BadRequest', `Unsupported ${method} ${url.pathname}.`));
 
     const auth = identity.lookup(header(req, 'authorization'));
     const mailboxKey = (mailboxId ?? auth.token?.user ?? '').toLowerCase();
@@ -182,7 +182,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     if (mailboxKey) mail.checkRetryAfter(mailboxKey, requestStartedAt(req), route);
 
     const handledAt = Date.now();
-    /** Set when the answer is held back for the rest of latencyMs: the slot stays taken until it leaves. */
+    /**
+     * Set when the answer is held back for the rest of latencyMs: the slot stays taken until it
+     * is written (not until the TLS write completes: the client may already have it and be sending
+     * its next request). Every `return await fail(...)` so the finally below runs after the answer.
+     */
     let answered: Promise<void> | null = null;
     const inFlight = (mail.inFlight.get(mailboxKey) ?? 0) + 1;
     mail.inFlight.set(mailboxKey, inFlight);
@@ -192,7 +196,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (inFlight > mail.concurrencyLimit) {
         mail.concurrencyThrottles += 1;
         mail.noteRetryAfter(mailboxKey, 1);
-        return fail(graphError(429, 'ApplicationThrottled', 'Application is over its MailboxConcurrency limit.', { 'retry-after': '1' }));
+        return await fail(graphError(429, 'ApplicationThrottled', 'Application is over its MailboxConcurrency limit.', { 'retry-after': '1' }));
       }
       // latencyMs is Graph's whole answer time: the emulator's own work (reading the body, parsing
       // the MIME, recording) runs inside it, and the answer leaves once it has passed. Slept first
@@ -214,31 +218,31 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         }) as typeof res.end;
       }
       if (!auth.token) {
-        return fail(graphError(401, 'InvalidAuthenticationToken', auth.problem ?? 'Access token validation failure.', { 'www-authenticate': 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"' }));
+        return await fail(graphError(401, 'InvalidAuthenticationToken', auth.problem ?? 'Access token validation failure.', { 'www-authenticate': 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"' }));
       }
       const token = auth.token;
-      if (mailboxId === null && !token.user) return fail(graphError(400, 'BadRequest', '/me request is only valid with delegated authentication flow.'));
+      if (mailboxId === null && !token.user) return await fail(graphError(400, 'BadRequest', '/me request is only valid with delegated authentication flow.'));
       const found = mail.mailboxes.get(mailboxKey);
       const mailbox = found && (!found.tenantId || found.tenantId === token.tenantId) ? found : undefined;
-      if (!mailbox) return fail(graphError(404, 'ErrorInvalidUser', `The requested user '${mailboxId ?? mailboxKey}' is invalid.`));
+      if (!mailbox) return await fail(graphError(404, 'ErrorInvalidUser', `The requested user '${mailboxId ?? mailboxKey}' is invalid.`));
       if (route === 'getUser') {
         if (!token.user && !token.roles.some((r) => r === 'User.Read.All' || r === 'User.ReadBasic.All' || r === 'Directory.Read.All')) {
-          return fail(graphError(403, 'Authorization_RequestDenied', 'Insufficient privileges to complete the operation.'));
+          return await fail(graphError(403, 'Authorization_RequestDenied', 'Insufficient privileges to complete the operation.'));
         }
         await drainQuietly(req);
         return sendJson(res, 200, { id: Buffer.from(mailbox.upn).toString('hex').slice(0, 32), userPrincipalName: mailbox.upn, mail: mailbox.upn, displayName: mailbox.displayName }, { 'request-id': requestId });
       }
-      if (mailbox.restEnabled === false) return fail(graphError(404, 'MailboxNotEnabledForRESTAPI', 'The mailbox is either inactive, soft-deleted, or is hosted on-premise.'));
-      if (mailbox.outsideAppScope && !token.user) return fail(graphError(403, 'ErrorAccessDenied', 'Access to OData is disabled.'));
-      if (token.user && token.user !== mailboxKey) return fail(graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
+      if (mailbox.restEnabled === false) return await fail(graphError(404, 'MailboxNotEnabledForRESTAPI', 'The mailbox is either inactive, soft-deleted, or is hosted on-premise.'));
+      if (mailbox.outsideAppScope && !token.user) return await fail(graphError(403, 'ErrorAccessDenied', 'Access to OData is disabled.'));
+      if (token.user && token.user !== mailboxKey) return await fail(graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
       const needs = route === 'sendMail' || route === 'send' ? SEND_PERMISSIONS : DRAFT_PERMISSIONS;
-      if (!hasPermission(token, needs)) return fail(graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
+      if (!hasPermission(token, needs)) return await fail(graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
 
       let body: Buffer;
       try {
         body = await readBody(req, mail.maxRequestBytes);
       } catch (err) {
-        if (err instanceof BodyTooLarge) return fail(graphError(413, 'BadRequest', 'The maximum request length supported is 4MB.'));
+        if (err instanceof BodyTooLarge) return await fail(graphError(413, 'BadRequest', 'The maximum request length supported is 4MB.'));
         throw err;
       }
       const isMime = (header(req, 'content-type') ?? '').toLowerCase().startsWith('text/plain');
@@ -250,25 +254,25 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         let recipients: string[];
         if (isMime) {
           const decoded = decodeBase64Strict(body.toString('latin1'));
-          if (!decoded || decoded.length === 0) return fail(graphError(400, 'ErrorMimeContentInvalidBase64String', 'Invalid base64 string for MIME content.'));
+          if (!decoded || decoded.length === 0) return await fail(graphError(400, 'ErrorMimeContentInvalidBase64String', 'Invalid base64 string for MIME content.'));
           mime = decoded;
           recipients = mimeRecipients(decoded);
           const allowed = new Set([mailboxKey, ...(mailbox.sendAs ?? []).map((a) => a.toLowerCase())]);
           if (mail.enforceSendAs && mimeFromCandidates(decoded).some((from) => !allowed.has(from))) {
-            return fail(graphError(403, 'ErrorSendAsDenied', 'The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account. Cannot submit message.'));
+            return await fail(graphError(403, 'ErrorSendAsDenied', 'The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account. Cannot submit message.'));
           }
         } else {
           try {
             const parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
             json = (route === 'sendMail' ? parsed.message : parsed) as Record<string, unknown>;
           } catch {
-            return fail(graphError(400, 'RequestBodyRead', 'Unable to read JSON request payload.'));
+            return await fail(graphError(400, 'RequestBodyRead', 'Unable to read JSON request payload.'));
           }
-          if (!json || typeof json !== 'object') return fail(graphError(400, 'ErrorInvalidRequest', 'The message parameter is required.'));
+          if (!json || typeof json !== 'object') return await fail(graphError(400, 'ErrorInvalidRequest', 'The message parameter is required.'));
           recipients = jsonRecipients(json);
         }
         if (route === 'sendMail') {
-          if (recipients.length === 0) return fail(graphError(400, 'ErrorInvalidRecipients', "At least one recipient is not valid., A message can't be sent because it contains no recipients."));
+          if (recipients.length === 0) return await fail(graphError(400, 'ErrorInvalidRecipients', "At least one recipient is not valid., A message can't be sent because it contains no recipients."));
           mail.record({ mailbox: mailbox.upn, recipients, via: mime ? 'mime' : 'json', ...(mime ? { mime } : {}), ...(json ? { json } : {}), attachments: [], requestId, sentBy });
           res.writeHead(202, { 'request-id': requestId, 'client-request-id': clientRequestId ?? requestId, 'content-length': '0' });
           return void res.end();
@@ -280,7 +284,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
 
       const draftId = decodeURIComponent(rest[1] ?? '');
       const draft = mail.drafts.get(draftId);
-      if (!draft || draft.mailbox.toLowerCase() !== mailboxKey) return fail(graphError(404, 'ErrorItemNotFound', 'The specified object was not found in the store.'));
+      if (!draft || draft.mailbox.toLowerCase() !== mailboxKey) return await fail(graphError(404, 'ErrorItemNotFound', 'The specified object was not found in the store.'));
       if (route === 'deleteMessage') {
         mail.drafts.delete(draftId);
         mail.deletedDrafts += 1;
@@ -298,12 +302,12 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       }
       if (route === 'uploadSession') {
         const item = (JSON.parse(body.toString('utf8')) as { AttachmentItem?: { name?: string; size?: number; contentType?: string; isInline?: boolean; contentId?: string } }).AttachmentItem;
-        if (!item || typeof item.size !== 'number' || !item.name) return fail(graphError(400, 'ErrorInvalidRequest', 'AttachmentItem with name and size is required.'));
+        if (!item || typeof item.size !== 'number' || !item.name) return await fail(graphError(400, 'ErrorInvalidRequest', 'AttachmentItem with name and size is required.'));
         // Upload sessions are documented for 3 MB to 150 MB and accepted from 2 MiB (graph-api-facts §9):
         // the emulator takes the documented lower end, so a relay that opened a session for a small
         // attachment would be told, and one that posts a 3 MiB attachment as JSON hits the 4 MB limit.
-        if (item.size < mail.uploadSessionMinimum) return fail(graphError(400, 'ErrorAttachmentSizeShouldNotBeLessThanMinimumSize', 'Attachment size must be greater than the minimum size.'));
-        if (item.size > 150 * 1024 * 1024) return fail(graphError(400, 'ErrorAttachmentSizeExceeded', 'The attachment exceeds the maximum size of 150 MB.'));
+        if (item.size < mail.uploadSessionMinimum) return await fail(graphError(400, 'ErrorAttachmentSizeShouldNotBeLessThanMinimumSize', 'Attachment size must be greater than the minimum size.'));
+        if (item.size > 150 * 1024 * 1024) return await fail(graphError(400, 'ErrorAttachmentSizeExceeded', 'The attachment exceeds the maximum size of 150 MB.'));
         const sid = randomBytes(16).toString('hex');
         mail.uploadMailboxes.set(sid, mailboxKey);
         mail.uploads.set(sid, { mailbox: mailboxKey, draftId, name: item.name, size: item.size, contentType: item.contentType ?? 'application/octet-stream', isInline: item.isInline === true, ...(item.contentId ? { contentId: item.contentId } : {}), chunks: [], next: 0, authHeaderSeen: false });
@@ -311,7 +315,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       }
       // route === 'send'
       const recipients = draft.mime ? mimeRecipients(draft.mime) : jsonRecipients(draft.json ?? {});
-      if (recipients.length === 0) return fail(graphError(400, 'ErrorInvalidRecipients', "At least one recipient is not valid., A message can't be sent because it contains no recipients."));
+      if (recipients.length === 0) return await fail(graphError(400, 'ErrorInvalidRecipients', "At least one recipient is not valid., A message can't be sent because it contains no recipients."));
       mail.drafts.delete(draftId);
       mail.record({ mailbox: mailbox.upn, recipients, via: 'draft', ...(draft.mime ? { mime: draft.mime } : {}), ...(draft.json ? { json: draft.json } : {}), attachments: draft.attachments, requestId, sentBy });
       res.writeHead(202, { 'request-id': requestId, 'content-length': '0' });

@@ -7,8 +7,8 @@
  * and V8 collects them only once their total has grown by its external-memory soft limit (64 MB):
  * a 60 MB message measured 185-217 MB peak RSS with dead buffers piling up to 60-67 MB between
  * collections (5 ms memoryUsage() timeline of large-messages.test.ts). A full collection of the
- * relay's ~30 MB heap takes ~5-15 ms; one per 24 MB moved is a handful per large message and none
- * for the usual alert (a few KB).
+ * relay's ~30 MB heap takes ~5-15 ms; one per 24 MB moved is a handful per large message, and
+ * intake counts only bytes past a message's first MB, so the usual alert (a few KB) never adds.
  *
  * The collector is reached through --expose-gc set at run time (v8.setFlagsFromString, then the
  * `gc` of a fresh context); where that is refused, the relay runs as before.
@@ -17,6 +17,8 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 
 const TURNOVER_BYTES = 24 * 1024 * 1024;
+/** Intake counts a message's bytes past this much only: bursts of small alerts never collect. */
+export const LARGE_MESSAGE_BYTES = 1024 * 1024;
 
 let collect: (() => void) | null | undefined;
 let moved = 0;

@@ -13,7 +13,7 @@ import { replies, SmtpReply } from './replies.js';
 import { resolveRecipients, type RouteChoice } from './routing.js';
 import { headerSenderRefusal } from './sender-policy.js';
 import { addressesIn } from '../mime/header-block.js';
-import { noteBytesMoved } from '../memory/buffer-turnover.js';
+import { LARGE_MESSAGE_BYTES, noteBytesMoved } from '../memory/buffer-turnover.js';
 
 // Exchange Online caps the total header size at 256 KB (Office.InternetHeaders, graph-api-facts §1.8).
 export const MAX_HEADER_BYTES = 256 * 1024;
@@ -91,7 +91,8 @@ export async function receiveMessage(stream: DataStream, request: IntakeRequest,
     for await (const raw of stream) {
       if (refusal || storageError) continue; // keep draining so the client gets our reply
       received += (raw as Buffer).length;
-      noteBytesMoved((raw as Buffer).length);
+      // Only a large message's bytes count: an alert of a few KB never triggers a collection.
+      if (received > LARGE_MESSAGE_BYTES) noteBytesMoved((raw as Buffer).length);
       if (stream.sizeExceeded || received > request.maxMessageSize) {
         refusal = replies.tooBig(request.maxMessageSize);
         continue;

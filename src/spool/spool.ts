@@ -63,8 +63,12 @@ export interface Spool {
    * minute and day. A lease not renewed within `leaseMs` lapses and the message is due again.
    */
   claim(node: string, max: number, limits: ClaimLimits, now?: number): Promise<Lease[]>;
-  /** Extends a lease; false when it was lost (lapsed and taken over, or the message was removed). */
-  renew(lease: Lease, leaseMs: number): Promise<boolean>;
+  /**
+   * Extends a lease; false when it was lost (lapsed and taken over, or the message was removed).
+   * `sending`: its request is under way, so a standby lease counts as a slot from now on even if
+   * the settle that promoted it never reached the store.
+   */
+  renew(lease: Lease, leaseMs: number, sending?: boolean): Promise<boolean>;
   /** Records an attempt's outcome under its lease; false (nothing written) when the lease was lost. */
   settle(lease: Lease, outcome: Settlement): Promise<boolean>;
   /** No request to this mailbox before `untilMs` (a Retry-After), for every node sharing the spool. */

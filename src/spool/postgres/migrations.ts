@@ -153,8 +153,10 @@ BEGIN
   END IF;
   -- The promoted request is under way whatever became of this lease: it counts from now on.
   IF p_promote IS NOT NULL THEN
-    UPDATE relay.messages m SET standby = false WHERE m.lease_token = p_promote AND m.standby;
+    UPDATE relay.messages m SET standby = false WHERE m.lease_token = p_promote AND m.standby AND m.lease_until >= now();
     v_promoted := FOUND;
+    -- Its send is dated when it left, not when it went on standby: the minute window stays true.
+    IF v_promoted THEN UPDATE relay.sends s SET at = now() WHERE s.lease_token = p_promote; END IF;
   END IF;
   IF v_mailbox IS NULL THEN
     RETURN QUERY SELECT false, NULL::jsonb, NULL::boolean, NULL::bigint, NULL::uuid, NULL::boolean;

@@ -409,10 +409,10 @@ export class PgSpool implements Spool {
     return rows.map((row) => ({ entry: toEntry(row), token: row.lease_token }));
   }
 
-  async renew(lease: Lease, leaseMs: number): Promise<boolean> {
+  async renew(lease: Lease, leaseMs: number, sending = false): Promise<boolean> {
     const { rowCount } = await this.q(
-      `UPDATE relay.messages SET lease_until = now() + $3 * interval '1 millisecond' WHERE id = $1 AND lease_token = $2 AND state = 'queued'`,
-      [lease.entry.id, lease.token, leaseMs],
+      `UPDATE relay.messages SET lease_until = now() + $3 * interval '1 millisecond', standby = standby AND NOT $4 WHERE id = $1 AND lease_token = $2 AND state = 'queued'`,
+      [lease.entry.id, lease.token, leaseMs, sending],
     );
     return rowCount === 1;
   }
