@@ -71,17 +71,14 @@ describe('a failing spool disk', () => {
     await client.reply();
     await client.command('EHLO c');
     failNext = 'rename';
-    // Graph answers slowly here, so the message is filed (5 ms after intake went idle) before it
-    // is delivered; one delivered first is never filed at all.
-    h.emulator.mail.latencyMs = 300;
-    try {
-      const accepted = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: rename\r\nX-Test-Id: disk-rename\r\n\r\nbody\r\n');
-      expect(accepted.code).toBe(250);
-      await client.quit();
-      await waitForDelivery(h.emulator, 'disk-rename');
-    } finally {
-      h.emulator.mail.latencyMs = 0;
-    }
+    // Graph's first answer is a 503 with Retry-After: 1, so the message waits a second and is
+    // filed (5 ms after intake went idle) before it is delivered; one delivered first is never
+    // filed at all. (A 300 ms slow answer was not always enough under a full suite's load.)
+    h.emulator.faults.add({ route: 'sendMail', status: 503, retryAfter: '1' });
+    const accepted = await client.send('a@contoso.example', ['b@contoso.example'], 'Subject: rename\r\nX-Test-Id: disk-rename\r\n\r\nbody\r\n');
+    expect(accepted.code).toBe(250);
+    await client.quit();
+    await waitForDelivery(h.emulator, 'disk-rename');
     expect(failNext).toBeNull(); // the fault really happened
   });
 });
