@@ -13,6 +13,7 @@ import type { RunningEmulator } from '../../src/emulator/server.js';
 import { relayConfigInput, startTestEmulator, waitForDelivery } from '../helpers/harness.js';
 import { MAIN, spawnRelay, writeConfig, type RelayProcess } from '../helpers/relay-process.js';
 import { RawSmtpClient } from '../helpers/smtp-client.js';
+import { until } from '../helpers/wait.js';
 
 let emulator: RunningEmulator;
 let dir: string;
@@ -104,6 +105,10 @@ describe('one spool, one relay', () => {
       const delivered = () => emulator.mail.delivered.filter((m) => m.mime?.toString('latin1').includes('X-Test-Id: lock-1')).length;
       await waitForDelivery(emulator, 'lock-1', 20_000);
       expect(delivered()).toBe(1);
+      // Graph has it once the emulator recorded it; the relay's own record of that follows its
+      // answer. A kill in between is a crash after delivery, which sends again (at least once,
+      // by design): wait for the relay to log the delivery, which it does once the spool has it.
+      await until(() => first!.output().includes('"event":"delivery.delivered"'), 10_000, () => 'the relay never logged delivery.delivered');
 
       // Killed with SIGKILL, the relay releases nothing itself; the next start takes over.
       first.child.kill('SIGKILL');
