@@ -318,22 +318,16 @@ export class ClaimLoop {
       const promoted = mayPass ? this.takeStandby(entry.mailbox) : null;
       if (promoted) this.dispatch(promoted.lease, promoted.content ? { content: promoted.content } : {});
       return (await this.record(lease, plan, result, promoted?.lease ?? null)) || promoted !== null;
-    })().then(
-      (handedOver) => {
+    })()
+      .catch(() => false)
+      .then((handedOver) => {
         clearInterval(renewal);
         this.inFlight.delete(entry.id);
         // A slot passed on to the next message is not free: a claim now would only hold the
         // mailbox's row lock that the other slots' hand-overs wait for.
         if (!handedOver) this.pump();
         return this.releaseIdleStandby(entry.mailbox);
-      },
-      () => {
-        clearInterval(renewal);
-        this.inFlight.delete(entry.id);
-        this.pump();
-        return this.releaseIdleStandby(entry.mailbox);
-      },
-    );
+      });
     this.inFlight.set(entry.id, { lease, done });
   }
 
@@ -432,13 +426,13 @@ export class ClaimLoop {
     this.running = false;
     if (this.poll) clearInterval(this.poll);
     this.unsubscribe?.();
-    // Nothing was sent under a standby lease: they go back at once, not after leaseTimeout.
-    const spare = [...this.standby.keys()].flatMap((mailbox) => this.takeAllStandby(mailbox));
-    await Promise.race([this.handBack(spare), new Promise((resolve) => setTimeout(resolve, deadlineMs).unref())]);
     let timeout: NodeJS.Timeout | undefined;
     const expired = new Promise<void>((resolve) => {
       timeout = setTimeout(resolve, deadlineMs);
     });
+    // Nothing was sent under a standby lease: they go back at once, not after leaseTimeout.
+    const spare = [...this.standby.keys()].flatMap((mailbox) => this.takeAllStandby(mailbox));
+    await Promise.race([this.handBack(spare), expired]);
     // The claim round in progress first: it hands back what it took, or (claimed before the stop)
     // has dispatched its attempts, which are then waited for with the rest.
     await Promise.race([this.pumping, expired]);
