@@ -96,7 +96,9 @@ async function startRelay(extra = {}, previous = null) {
   };
   if (!previous) writeFileSync(path.join(dir, 'relay.yaml'), stringify(config));
   const started = performance.now();
-  const child = spawn(process.execPath, [path.join(root, 'dist/main.js'), 'serve', '--config', path.join(dir, 'relay.yaml')], {
+  // BENCH_RELAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof": profiles of each relay (Node refuses --cpu-prof in NODE_OPTIONS).
+  const nodeArgs = process.env.BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, path.join(root, 'dist/main.js'), 'serve', '--config', path.join(dir, 'relay.yaml')], {
     env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -118,7 +120,7 @@ async function startRelay(extra = {}, previous = null) {
     startupMs,
     output: () => out,
     async stop() {
-      child.kill('SIGKILL');
+      child.kill(nodeArgs.length > 0 ? 'SIGTERM' : 'SIGKILL'); // a profile is written only by a process that exits
       await exited;
     },
   };

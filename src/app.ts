@@ -9,7 +9,6 @@ import { graphProfileKey } from './smtp/routing.js';
 import { resolveGraphHosts, type RelayConfig } from './config/schema.js';
 import { attemptDelivery } from './delivery/attempt.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
-import { isHeld, type GraphOutcome } from './graph/graph-call.js';
 import { SINGLE_REQUEST_LIMIT } from './graph/large-message.js';
 import { DraftCleanup } from './delivery/draft-cleanup.js';
 import { UploadBudgets } from './delivery/upload-budget.js';
@@ -30,6 +29,7 @@ import { ConfigError } from './config/load.js';
 import { ObservedTokenProvider } from './graph/observed-token-provider.js';
 import { startAdmin, type Readiness, type RunningAdmin } from './ops/admin-server.js';
 import { RelayMetrics } from './ops/metrics.js';
+import { measuredMailer } from './ops/measured-mailer.js';
 import { QueueControl } from './ops/queue-control.js';
 import { createRelayConsole, type RelayConsole } from './console/relay-console.js';
 
@@ -121,22 +121,6 @@ export function changedPaths(a: unknown, b: unknown, prefix = ''): string[] {
   return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix];
 }
 
-/** Graph latency and throttling metrics around a mailer (one definition for every tenant's client). */
-function instrument(metrics: RelayMetrics, inner: () => GraphMailer): GraphMailer {
-  const measured = async (mailbox: string, send: () => Promise<GraphOutcome>): Promise<GraphOutcome> => {
-    const end = metrics.graphLatency.startTimer();
-    const outcome = await send();
-    end({ status: outcome.kind === 'http' ? String(outcome.status) : 'network' });
-    if (outcome.kind === 'http' && outcome.status === 429 && !isHeld(outcome)) metrics.throttled.inc({ mailbox });
-    return outcome;
-  };
-  return {
-    sendMime: (mailbox, mime, token) => measured(mailbox, () => inner().sendMime(mailbox, mime, token)),
-    sendLarge: (mailbox, file, size, token, hooks) => measured(mailbox, () => inner().sendLarge(mailbox, file, size, token, hooks)),
-    deleteDraft: (mailbox, draftId, token, mayStart) => measured(mailbox, () => inner().deleteDraft(mailbox, draftId, token, mayStart)),
-  };
-}
-
 async function closeProfiles(profiles: ReadonlyMap<string, { close: () => Promise<void> }>): Promise<void> {
   await Promise.all([...profiles.values()].map((p) => p.close().catch(() => undefined)));
 }
@@ -179,7 +163,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
         const { cloud, authorityHost, endpoint, ...identity } = route.graph;
         const routeGraph = { ...cfg.graph, ...identity, ...resolveGraphHosts({ cloud, authorityHost, endpoint }, cfg.graph) };
         const clients = await createGraphClients({ ...cfg, graph: routeGraph }, options.extraCaPem);
-        map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: instrument(metrics, () => clients.mailer), close: () => clients.http.close() });
+        map.set(graphProfileKey(route.graph), { tokens: observe(clients.tokens), mailer: measuredMailer(metrics, () => clients.mailer), close: () => clients.http.close() });
       }
     } catch (err) {
       // One route's credentials failed (a certificate file missing): none of this set is used.
@@ -209,7 +193,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   let tokens = observe(graph.tokens);
   let routeProfiles = await buildRouteProfiles(config);
   // The default client is read at each call, so a reload's new credentials apply to the next send.
-  const mailer = instrument(metrics, () => graph.mailer);
+  const mailer = measuredMailer(metrics, () => graph.mailer);
   const profileFor = (graphProfile: string | undefined) => (graphProfile ? routeProfiles.get(graphProfile) : { tokens, mailer });
   const uploadBudgets = new UploadBudgets(clock.now);
   scheduler = createDispatcher(
@@ -231,7 +215,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
           spool,
           now: clock.now,
           pausedUntil: (m) => scheduler.pausedUntil(m),
-          ...(scheduler instanceof ClaimLoop ? { refreshPause: (m: string) => (scheduler as ClaimLoop).refreshPause(m) } : {}),
+          ...(scheduler instanceof ClaimLoop && scheduler.readsPauseFirst(promoted !== undefined) ? { refreshPause: (m: string) => (scheduler as ClaimLoop).refreshPause(m) } : {}),
           drafts: (e) => drafts.trackerFor(e.id, e.mailbox, e.graphProfile),
           pacer: (e) => uploadBudgets.for(e.graphProfile ?? '', e.mailbox),
           delegated: profile.tokens.delegated === true,

@@ -61,8 +61,10 @@ export interface Spool {
    * Leases up to `max` due messages (not held, not leased by anyone) for delivery by `node`,
    * within the per-mailbox limits: in-flight leases, the mailbox's pause, sends of the last
    * minute and day. A lease not renewed within `leaseMs` lapses and the message is due again.
+   * With `standbyPerSlot` (a shared spool), each mailbox that got slots also leases that many more
+   * per slot on standby (flagged `standby`), as settleAndClaim does for every request that ends.
    */
-  claim(node: string, max: number, limits: ClaimLimits, now?: number): Promise<Lease[]>;
+  claim(node: string, max: number, limits: ClaimLimits, now?: number, standbyPerSlot?: number): Promise<Lease[]>;
   /**
    * Extends a lease; false when it was lost (lapsed and taken over, or the message was removed).
    * `sending`: its request is under way, so a standby lease counts as a slot from now on even if
@@ -78,6 +80,11 @@ export interface Spool {
    * absent where nothing else writes to the spool.
    */
   subscribe?(handler: (event: SpoolEvent) => void): () => void;
+  /**
+   * True while the events of subscribe() arrive as other nodes cause them (a 'heard' event follows
+   * every gap, since what was said during it was missed).
+   */
+  hearsOthersNow?(): boolean;
   /** The mailbox's shared Retry-After pause (epoch ms, 0 when none), read from the store itself. */
   mailboxPausedUntil?(mailbox: string): Promise<number>;
   /**
@@ -114,7 +121,11 @@ export interface ActivityStore {
   read(sinceMinute: number): Promise<MinuteCounts[]>;
 }
 
-export type SpoolEvent = { kind: 'wake'; mailbox: string | null } | { kind: 'pause'; mailbox: string; untilMs: number };
+export type SpoolEvent =
+  | { kind: 'wake'; mailbox: string | null }
+  | { kind: 'pause'; mailbox: string; untilMs: number }
+  /** Notifications flow again after a gap (or for the first time): what was said meanwhile is lost, so look again. */
+  | { kind: 'heard' };
 
 /** A change refused because the message is being delivered right now (queue commands answer 409). */
 export class SpoolBusyError extends Error {}
@@ -139,6 +150,11 @@ export interface Lease {
   entry: SpoolEntry;
   /** Fencing token: renewals and the outcome count only while it is still the message's lease. */
   token: string;
+  /**
+   * Leased on standby (a shared spool's claim with standbyPerSlot): no slot of the mailbox yet; its
+   * node starts it in a slot one of its requests frees (settleAndClaim's handOver.promote).
+   */
+  standby?: true;
 }
 
 export type Settlement =

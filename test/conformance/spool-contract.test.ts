@@ -343,6 +343,31 @@ describe('slot hand-over on the shared spool', () => {
     expect(taken.map((l) => l.entry.id)).toContain(two.standby[0]!.entry.id);
   });
 
+  it('a claim that takes slots takes standby leases with them, flagged, never counted in flight and never another node\'s', async () => {
+    const spool = await backend.fresh();
+    const other = await backend.again();
+    for (let i = 0; i < 10; i += 1) await store(spool);
+    const leases = await spool.claim('node-a', 3, LIMITS, Date.now(), 1);
+    const slots = leases.filter((l) => l.standby !== true);
+    const standby = leases.filter((l) => l.standby === true);
+    expect(slots).toHaveLength(3);
+    expect(standby).toHaveLength(3); // one per slot taken
+    expect(new Set(leases.map((l) => l.entry.id)).size).toBe(6);
+    // Three in flight: one slot is left for the other node, which takes a standby lease with it.
+    expect((await other.clusterStats?.())?.inFlightByMailbox.get('relay@x.example')).toBe(3);
+    const theirs = await other.claim('node-b', 10, LIMITS, Date.now(), 1);
+    expect(theirs.filter((l) => l.standby !== true)).toHaveLength(1);
+    expect(theirs.filter((l) => l.standby === true)).toHaveLength(1);
+    expect(theirs.map((l) => l.entry.id).some((id) => leases.some((l) => l.entry.id === id))).toBe(false);
+    // Limits full: a claim takes neither slots nor standby.
+    expect(await other.claim('node-b', 10, LIMITS, Date.now(), 1)).toEqual([]);
+    // Promoting a claimed standby lease passes the slot as any other does.
+    const passed = await handOver(spool)(slots[0]!, { kind: 'delivered' }, 'node-a', LIMITS, Date.now(), { promote: standby[0]!, standby: 1 });
+    expect(passed.held).toBe(true);
+    expect(passed.next).toHaveLength(0);
+    expect((await other.clusterStats?.())?.inFlightByMailbox.get('relay@x.example')).toBe(4);
+  });
+
   it('hands nothing over while the mailbox is paused or its minute is full, and wakes the cluster for the free slot instead', async () => {
     const spool = await backend.fresh();
     const other = await backend.again();

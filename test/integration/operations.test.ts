@@ -211,6 +211,9 @@ describe.each(['filesystem', 'postgres'] as const)('%s spool', (backend: SpoolBa
         await until(async () => value(await metrics(), 'relay_messages_failed_total', { reason: 'permanent' }) === 1);
         // The failure also produced a delivery status notification to the sender: delivered too.
         await until(async () => value(await metrics(), 'relay_messages_delivered_total', { mailbox: MAILBOX }) === 3);
+        // A cluster's queue figures are read from the database in the background (every 2 s, on the
+        // 1 s poll), so the gauge follows the delivery of the bounce within about 3 s.
+        await until(async () => value(await metrics(), 'relay_queue_depth') === 0, 10_000);
         const samples = await metrics();
         expect(value(samples, 'relay_messages_delivered_total', { mailbox: MAILBOX })).toBe(3);
         expect(value(samples, 'relay_messages_deferred_total', { kind: 'transient', status: '429' })).toBe(1);

@@ -9,6 +9,10 @@ import { createTestPki } from '../../src/emulator/test-pki.js';
 import { createHttpTransport, RequestHeldError } from '../../src/graph/http-transport.js';
 import { MAX_REQUEST_BYTES, needsUploadSession, nextExpectedOffset, SINGLE_REQUEST_LIMIT, UPLOAD_SESSION_FROM } from '../../src/graph/large-message.js';
 import { UploadBudget } from '../../src/delivery/upload-budget.js';
+import { isHeld } from '../../src/graph/graph-call.js';
+import { HttpGraphMailer } from '../../src/graph/mailer.js';
+import { measuredMailer } from '../../src/ops/measured-mailer.js';
+import { RelayMetrics } from '../../src/ops/metrics.js';
 
 describe('request gate', () => {
   it('asks once the connection is up and holds the request back before any byte of it is sent', async () => {
@@ -32,6 +36,42 @@ describe('request gate', () => {
       const sent = await http.request(url, { method: 'POST', body: 'mail', mayStart: () => true });
       expect(sent.status).toBe(200);
       expect(events.filter((e) => e === 'request')).toHaveLength(1);
+    } finally {
+      await http.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
+
+describe('request gate through the relay\'s metered mailer', () => {
+  // The relay wraps each tenant's mailer for its metrics; the wrapper once dropped sendMime's gate,
+  // so a small message could leave after a Retry-After for its mailbox was known.
+  it('asks the gate before a small message\'s request leaves, and sends nothing when it says wait', async () => {
+    const pki = await createTestPki('metered gate CA');
+    const { certPem, keyPem } = await pki.issueServerCertificate(['127.0.0.1']);
+    const requests: string[] = [];
+    const server = createServer({ cert: certPem, key: keyPem }, (req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      req.resume();
+      req.on('end', () => {
+        res.statusCode = 202;
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const http = createHttpTransport({ timeoutMs: 5000, extraCaPem: [pki.caPem] });
+    const metrics = new RelayMetrics(() => ({ depth: 0, oldestAgeSeconds: 0, held: 0, inFlightByMailbox: new Map() }), async () => 0);
+    const mailer = measuredMailer(metrics, () => new HttpGraphMailer(`https://127.0.0.1:${(server.address() as AddressInfo).port}`, http));
+    try {
+      let asked = 0;
+      const held = await mailer.sendMime('relay@contoso.example', Buffer.from('Subject: x\r\n\r\nx\r\n'), 'token', () => (asked++, false));
+      expect(asked).toBeGreaterThan(0);
+      expect(isHeld(held)).toBe(true); // held before sending: not an attempt
+      expect(requests).toEqual([]);
+      const sent = await mailer.sendMime('relay@contoso.example', Buffer.from('Subject: x\r\n\r\nx\r\n'), 'token', () => true);
+      expect(sent.kind === 'http' && sent.status).toBe(202);
+      expect(requests).toEqual(['POST /v1.0/users/relay%40contoso.example/sendMail']);
     } finally {
       await http.close();
       server.closeAllConnections();

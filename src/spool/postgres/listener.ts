@@ -26,6 +26,11 @@ export class NotificationListener {
     void this.connect();
   }
 
+  /** LISTEN is in force now: what other nodes NOTIFY reaches this one as they say it. */
+  get hearing(): boolean {
+    return this.client !== null;
+  }
+
   private async connect(): Promise<void> {
     if (this.stopped) return;
     const client = new pg.Client({ connectionString: this.url, keepAlive: true, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, application_name: 'smtp-graph-relay-listen' });

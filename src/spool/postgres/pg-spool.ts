@@ -70,7 +70,7 @@ export class PgSpool implements Spool {
     this.listener = new NotificationListener(
       options.url,
       (payload) => this.dispatch(payload),
-      () => this.emit({ kind: 'wake', mailbox: null }),
+      () => this.emit({ kind: 'heard' }),
     );
   }
 
@@ -133,6 +133,10 @@ export class PgSpool implements Spool {
   subscribe(handler: (event: SpoolEvent) => void): () => void {
     this.subscribers.add(handler);
     return () => this.subscribers.delete(handler);
+  }
+
+  hearsOthersNow(): boolean {
+    return this.listener.hearing;
   }
 
   async recover(): Promise<RecoveryReport> {
@@ -372,7 +376,7 @@ export class PgSpool implements Spool {
     if (rows[0]?.ro) throw new Error('the database is a read-only standby (failover in progress?)');
   }
 
-  async claim(node: string, max: number, limits: ClaimLimits, now = Date.now()): Promise<Lease[]> {
+  async claim(node: string, max: number, limits: ClaimLimits, now = Date.now(), standbyPerSlot = 0): Promise<Lease[]> {
     if (max <= 0) return [];
     return this.tx(async (client) => {
       // Mailboxes with due mail, not paused; their rows are locked so no other node claims for them
@@ -386,17 +390,25 @@ export class PgSpool implements Spool {
         [now],
       );
       const leases: Lease[] = [];
+      const standby: Lease[] = [];
       for (const { mailbox } of boxes) {
         if (leases.length >= max) break;
-        leases.push(...(await this.claimFor(client, mailbox, node, max - leases.length, limits, now)));
+        const slots = await this.claimFor(client, mailbox, node, max - leases.length, limits, now);
+        leases.push(...slots);
+        // The mailbox row is still locked: its standby leases come from the same snapshot of limits.
+        if (slots.length > 0 && standbyPerSlot > 0) standby.push(...(await this.claimFor(client, mailbox, node, 0, limits, now, slots.length * standbyPerSlot)));
       }
-      return leases.sort((a, b) => a.entry.nextAttemptAt - b.entry.nextAttemptAt || (a.entry.id < b.entry.id ? -1 : 1));
+      leases.sort((a, b) => a.entry.nextAttemptAt - b.entry.nextAttemptAt || (a.entry.id < b.entry.id ? -1 : 1));
+      return [...leases, ...standby];
     });
   }
 
-  /** Leases up to `max` due messages of one mailbox whose row the transaction has locked (relay.claim_for, migration 2). */
-  private async claimFor(client: pg.PoolClient, mailbox: string, node: string, max: number, limits: ClaimLimits, now: number): Promise<Lease[]> {
-    const { rows } = await client.query<Row & { lease_token: string }>('SELECT entry, held, run_at, lease_token FROM relay.claim_for($1, $2, $3, $4, $5, $6, $7, $8)', [
+  /**
+   * Leases up to `max` due messages of one mailbox whose row the transaction has locked (relay.claim_for,
+   * migration 2); with `standby`, that many on standby for a node that holds a slot of the mailbox.
+   */
+  private async claimFor(client: pg.PoolClient, mailbox: string, node: string, max: number, limits: ClaimLimits, now: number, standby = 0): Promise<Lease[]> {
+    const { rows } = await client.query<Row & { lease_token: string; standby: boolean }>('SELECT entry, held, run_at, lease_token, standby FROM relay.claim_for($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', [
       mailbox,
       node,
       max,
@@ -405,8 +417,10 @@ export class PgSpool implements Spool {
       limits.recipientsPerDay,
       limits.leaseMs,
       now,
+      standby,
+      standby > 0,
     ]);
-    return rows.map((row) => ({ entry: toEntry(row), token: row.lease_token }));
+    return rows.map((row) => ({ entry: toEntry(row), token: row.lease_token, ...(row.standby ? { standby: true as const } : {}) }));
   }
 
   async renew(lease: Lease, leaseMs: number, sending = false): Promise<boolean> {
