@@ -175,10 +175,7 @@ export async function clusterFigures(ctx) {
       const freed = [];
       const gaps = [];
       for (const q of [...spans].sort((a, b) => a.at - b.at)) {
-        while (freed.length > 0 && freed[0] <= q.at && gaps.length < spans.length) {
-          gaps.push(q.at - freed.shift());
-          break;
-        }
+        if (freed.length > 0 && freed[0] <= q.at) gaps.push(q.at - freed.shift());
         freed.push(q.doneAt);
         freed.sort((a, b) => a - b);
       }

@@ -118,8 +118,8 @@ export class GraphMailState extends EventEmitter {
   readonly notBefore = new Map<string, number>();
   /** Every request that reached a mailbox before its Retry-After had passed, on every route (tests assert none). */
   readonly retryAfterViolations: Array<{ mailbox: string; earlyByMs: number; route: string }> = [];
-  /** Every Graph request: when it came in, (doneAt) when its answer left, and on which connection (numbered from 1). */
-  readonly requests: Array<{ route: string; mailbox: string | null; at: number; status: number; authorization: boolean; doneAt?: number; connection?: number }> = [];
+  /** Every Graph request: when it came in and (doneAt) when its answer left. */
+  readonly requests: Array<{ route: string; mailbox: string | null; at: number; status: number; authorization: boolean; doneAt?: number }> = [];
   uploadAuthorizationHeaders = 0;
   /** Drafts a client deleted (the relay cleans up after a failed large-message attempt). */
   deletedDrafts = 0;

@@ -79,13 +79,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   // When a request started, for the Retry-After check: a request that opened a new connection was
   // on its way from the moment the connection was accepted, not when its TLS handshake finished.
   const socketAcceptedAt = new WeakMap<object, number>();
-  /** Each connection's number: a keep-alive connection carries one request at a time (the bench measures the gaps between them). */
-  const connectionNumbers = new WeakMap<object, number>();
-  let connectionCount = 0;
   const connectionPorts: number[] = [];
   server.on('connection', (socket: import('node:net').Socket) => {
     socketAcceptedAt.set(socket, Date.now());
-    connectionNumbers.set(socket, ++connectionCount);
     if (socket.remotePort !== undefined) connectionPorts.push(socket.remotePort);
   });
   const rawSocket = (req: IncomingMessage): object => (req.socket as unknown as { _parent?: object })._parent ?? req.socket;
@@ -182,7 +178,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
 
     const auth = identity.lookup(header(req, 'authorization'));
     const mailboxKey = (mailboxId ?? auth.token?.user ?? '').toLowerCase();
-    const record = { route, mailbox: mailboxKey || null, at: Date.now(), status: 0, authorization: Boolean(header(req, 'authorization')), connection: connectionNumbers.get(rawSocket(req)) ?? 0 } as (typeof mail.requests)[number];
+    const record = { route, mailbox: mailboxKey || null, at: Date.now(), status: 0, authorization: Boolean(header(req, 'authorization')) } as (typeof mail.requests)[number];
     mail.requests.push(record);
     if (mailboxKey) mail.checkRetryAfter(mailboxKey, requestStartedAt(req), route);
 
