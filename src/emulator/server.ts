@@ -84,9 +84,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     socketAcceptedAt.set(socket, Date.now());
     if (socket.remotePort !== undefined) connectionPorts.push(socket.remotePort);
   });
-  const rawSocket = (req: IncomingMessage): object => (req.socket as unknown as { _parent?: object })._parent ?? req.socket;
   const requestStartedAt = (req: IncomingMessage): number => {
-    const raw = rawSocket(req);
+    const raw = (req.socket as unknown as { _parent?: object })._parent ?? req.socket;
     const accepted = socketAcceptedAt.get(raw);
     socketAcceptedAt.delete(raw); // only the first request of a connection
     return accepted ?? Date.now();
