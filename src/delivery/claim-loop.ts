@@ -10,7 +10,7 @@
  */
 import type { Logger } from '../log.js';
 import type { SpoolEntry } from '../spool/entry.js';
-import type { Lease, Spool, SpoolEvent } from '../spool/spool.js';
+import { STANDBY_READ_AHEAD_BYTES, type Lease, type Spool, type SpoolEvent } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
 import type { AttemptResult } from './attempt.js';
 import type { PromotedStandby, SchedulerDeps, SchedulerOptions } from './scheduler.js';
@@ -32,12 +32,6 @@ const STATS_EVERY_MS = 2_000;
  * traced per step on an idle machine).
  */
 const STANDBY_PER_SLOT = 1;
-/**
- * A standby message this small is read while it waits, so its request starts without a round trip:
- * read when promoted, next to the settle of the request before it, it took 2-3 ms of that gap.
- * Alerts are a few KB; one per slot held in memory.
- */
-const PREFETCH_UP_TO_BYTES = 1024 * 1024;
 
 export interface ClaimLoopOptions extends SchedulerOptions {
   /** A node that stops renewing loses its claims after this (spool.postgres.leaseTimeout). */
@@ -387,7 +381,10 @@ export class ClaimLoop {
     const { mailbox } = lease.entry;
     // A standby lease that lapses is simply taken by another node; nothing was sent under it.
     const { timer: renewal, renewedAt } = this.keepRenewed(lease, false, () => this.forgetStandby(lease));
-    const content = lease.entry.size <= PREFETCH_UP_TO_BYTES ? this.spool.readMessage(lease.entry.id) : undefined;
+    // A small standby message is read while it waits, so its request starts without a round trip (read
+    // when promoted, next to the settle of the request before it, it took 2-3 ms of that gap); the
+    // shared spool reads it with the lease itself.
+    const content = lease.content ? Promise.resolve(lease.content) : lease.entry.size <= STANDBY_READ_AHEAD_BYTES ? this.spool.readMessage(lease.entry.id) : undefined;
     content?.catch(() => undefined); // not unhandled while it waits; a failed read is read again by the attempt
     const held = this.standby.get(mailbox) ?? [];
     held.push({ lease, renewal, renewedAt, content });

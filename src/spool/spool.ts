@@ -155,7 +155,15 @@ export interface Lease {
    * node starts it in a slot one of its requests frees (settleAndClaim's handOver.promote).
    */
   standby?: true;
+  /** A standby lease's message up to STANDBY_READ_AHEAD_BYTES, read in the same query that leased it. */
+  content?: Buffer;
 }
+
+/**
+ * A standby message this small comes with its bytes, so its request can start without a read when
+ * a slot frees. Alerts are a few KB; one per slot is held in memory.
+ */
+export const STANDBY_READ_AHEAD_BYTES = 1024 * 1024;
 
 export type Settlement =
   | { kind: 'delivered' }

@@ -324,6 +324,7 @@ describe('slot hand-over on the shared spool', () => {
     expect(one.next).toHaveLength(1);
     expect(one.standby).toHaveLength(1);
     const spare = one.standby[0]!;
+    expect(spare.content?.equals(await spool.readMessage(spare.entry.id))).toBe(true);
     // Standby is not a request in flight, but nobody else may take it, and no fifth slot opens.
     expect(await other.claim('node-b', 10, LIMITS)).toHaveLength(0);
     expect((await other.clusterStats?.())?.inFlightByMailbox.get('relay@x.example')).toBe(4);
@@ -353,6 +354,9 @@ describe('slot hand-over on the shared spool', () => {
     expect(slots).toHaveLength(3);
     expect(standby).toHaveLength(3); // one per slot taken
     expect(new Set(leases.map((l) => l.entry.id)).size).toBe(6);
+    // A small standby message comes with its bytes (read in the same query), a slot's does not.
+    for (const spare of standby) expect(spare.content?.equals(await spool.readMessage(spare.entry.id))).toBe(true);
+    expect(slots.every((l) => l.content === undefined)).toBe(true);
     // Three in flight: one slot is left for the other node, which takes a standby lease with it.
     expect((await other.clusterStats?.())?.inFlightByMailbox.get('relay@x.example')).toBe(3);
     const theirs = await other.claim('node-b', 10, LIMITS, Date.now(), 1);

@@ -22,7 +22,7 @@ import type pg from 'pg';
 import { noteBytesMoved } from '../../memory/buffer-turnover.js';
 import type { SpoolEntry } from '../entry.js';
 import type { ActivityStore, ClaimLimits, HandOver, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
-import { SpoolBusyError } from '../spool.js';
+import { SpoolBusyError, STANDBY_READ_AHEAD_BYTES } from '../spool.js';
 import { ACTIVITY_KEEP, PgActivityStore } from './activity.js';
 import { NotificationListener, CHANNEL } from './listener.js';
 import { createPool, DatabaseHealth } from './pg-connection.js';
@@ -50,6 +50,17 @@ export interface PgSpoolOptions {
 }
 
 type Row = { entry: SpoolEntry; held: boolean; run_at: string };
+
+/**
+ * Wraps a call of a leasing function (relay.claim_for, relay.settle_and_claim): each small standby
+ * lease's message comes back in the same round trip, instead of a read of its own afterwards (one
+ * query per delivered message fewer on a busy mailbox). Rows keep the function's order.
+ */
+function withReadAhead(call: string, columns: string): string {
+  return `SELECT ${columns}, CASE WHEN r.standby AND (r.entry->>'size')::bigint <= ${STANDBY_READ_AHEAD_BYTES}
+            THEN (SELECT string_agg(c.data, ''::bytea ORDER BY c.seq) FROM relay.chunks c WHERE c.message_id = r.entry->>'id') END AS content
+          FROM ${call} WITH ORDINALITY AS r ORDER BY r.ordinality`;
+}
 
 function toEntry(row: Row): SpoolEntry {
   return { ...row.entry, held: row.held, nextAttemptAt: Number(row.run_at) };
@@ -408,7 +419,7 @@ export class PgSpool implements Spool {
    * migration 2); with `standby`, that many on standby for a node that holds a slot of the mailbox.
    */
   private async claimFor(client: pg.PoolClient, mailbox: string, node: string, max: number, limits: ClaimLimits, now: number, standby = 0): Promise<Lease[]> {
-    const { rows } = await client.query<Row & { lease_token: string; standby: boolean }>('SELECT entry, held, run_at, lease_token, standby FROM relay.claim_for($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', [
+    const { rows } = await client.query<Row & { lease_token: string; standby: boolean; content: Buffer | null }>(withReadAhead('relay.claim_for($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)', 'r.entry, r.held, r.run_at, r.lease_token, r.standby'), [
       mailbox,
       node,
       max,
@@ -420,7 +431,7 @@ export class PgSpool implements Spool {
       standby,
       standby > 0,
     ]);
-    return rows.map((row) => ({ entry: toEntry(row), token: row.lease_token, ...(row.standby ? { standby: true as const } : {}) }));
+    return rows.map((row) => ({ entry: toEntry(row), token: row.lease_token, ...(row.standby ? { standby: true as const } : {}), ...(row.content ? { content: row.content } : {}) }));
   }
 
   async renew(lease: Lease, leaseMs: number, sending = false): Promise<boolean> {
@@ -455,8 +466,8 @@ export class PgSpool implements Spool {
     const e = outcome.kind === 'deferred' || outcome.kind === 'failed' ? outcome.entry : null;
     const runAt = outcome.kind === 'postponed' ? outcome.untilMs : (e?.nextAttemptAt ?? 0);
     const limits = claim?.limits;
-    const { rows } = await this.q<{ settled: boolean | null; entry: SpoolEntry | null; held: boolean | null; run_at: string | null; lease_token: string | null; standby: boolean | null }>(
-      'SELECT settled, entry, held, run_at, lease_token, standby FROM relay.settle_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)',
+    const { rows } = await this.q<{ settled: boolean | null; entry: SpoolEntry | null; held: boolean | null; run_at: string | null; lease_token: string | null; standby: boolean | null; content: Buffer | null }>(
+      withReadAhead('relay.settle_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)', 'r.settled, r.entry, r.held, r.run_at, r.lease_token, r.standby'),
       [
         lease.entry.id,
         lease.token,
@@ -477,7 +488,7 @@ export class PgSpool implements Spool {
       ],
     );
     const [first, ...leased] = rows;
-    const toLease = (row: (typeof rows)[number]): Lease => ({ entry: toEntry(row as Row), token: row.lease_token as string });
+    const toLease = (row: (typeof rows)[number]): Lease => ({ entry: toEntry(row as Row), token: row.lease_token as string, ...(row.content ? { content: row.content } : {}) });
     return { held: first?.settled === true, next: leased.filter((r) => r.standby !== true).map(toLease), standby: leased.filter((r) => r.standby === true).map(toLease) };
   }
 
