@@ -19,6 +19,8 @@ export async function openSpool(config: RelayConfig, logger: Logger, now: () => 
         down === null
           ? logger.info({ event: 'spool.database_available' }, 'database reachable again: intake and delivery resume')
           : logger.error({ event: 'spool.database_unavailable', reason: down }, 'database unreachable: intake answers 451 4.3.0, delivery paused'),
+      onNotice: (event, fields) => logger.warn({ event, ...fields }, "this relay's clock differs from the database's: queue times are converted, but set up NTP on this host"),
+      now,
     });
     try {
       const result = await migrate(spool.pool);

@@ -2,9 +2,10 @@
  * The console's per-minute activity in the shared database (relay.activity, migration 3), so every
  * relay's console shows the cluster's counts rather than its own. Each node upserts its own rows
  * (primary key minute + node, so nodes never contend for a row) in batches from a timer, never on
- * the SMTP intake path; a read sums the nodes per minute. Minutes are the nodes' own clocks (the
- * minute an event was logged in): clocks must be in sync in a cluster anyway (README "Running
- * several relays").
+ * the SMTP intake path; a read sums the nodes per minute. A node counts in minutes of its own
+ * clock; they are shifted by its measured offset from the database's clock (clock-offset.ts, to
+ * the nearest whole minute) on the way in and out, so a node whose clock is off still adds its
+ * counts to the cluster's minute and reads the chart at its own "now".
  */
 import type pg from 'pg';
 import type { ActivityStore, MinuteCounts } from '../spool.js';
@@ -20,7 +21,13 @@ export class PgActivityStore implements ActivityStore {
     private readonly query: Query,
     private readonly node: string,
     private readonly down: () => string | null = () => null,
+    private readonly offsetMs: () => number = () => 0,
   ) {}
+
+  /** This node's minutes to the database's (and back, negated). */
+  private shift(): number {
+    return Math.round(this.offsetMs() / 60_000);
+  }
 
   private assertUp(): void {
     const reason = this.down();
@@ -43,7 +50,7 @@ export class PgActivityStore implements ActivityStore {
          depth = greatest(a.depth, EXCLUDED.depth)`,
       [
         this.node,
-        counts.map((c) => c.minute),
+        counts.map((c) => c.minute + this.shift()),
         counts.map((c) => c.accepted),
         counts.map((c) => c.delivered),
         counts.map((c) => c.deferred),
@@ -59,10 +66,11 @@ export class PgActivityStore implements ActivityStore {
       `SELECT (extract(epoch FROM minute) / 60)::bigint AS m, sum(accepted) AS accepted, sum(delivered) AS delivered,
               sum(deferred) AS deferred, sum(failed) AS failed, max(depth) AS depth
          FROM relay.activity WHERE minute >= to_timestamp($1::bigint * 60) GROUP BY minute ORDER BY minute`,
-      [sinceMinute],
+      [sinceMinute + this.shift()],
     );
+    const shift = this.shift();
     return rows.map((r) => ({
-      minute: Number(r.m),
+      minute: Number(r.m) - shift,
       accepted: Number(r.accepted),
       delivered: Number(r.delivered),
       deferred: Number(r.deferred),

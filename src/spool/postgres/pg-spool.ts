@@ -8,7 +8,9 @@
  *   delivers; rows left 'receiving' by a crash are swept after STALE_RECEIVING_MS.
  * - Claims are leases: due rows locked FOR UPDATE SKIP LOCKED under the mailbox's row lock, which
  *   serialises claimers of one mailbox cluster-wide, so in-flight slots and the sends of the last
- *   minute and day (relay.sends) are counted exactly. Times of leases and pauses are the database's.
+ *   minute and day (relay.sends) are counted exactly. Every time in the queue is the database's:
+ *   leases and windows use now() in SQL, and the times a relay decides (a retry, a Retry-After
+ *   pause) are converted with its measured clock offset on the way in and out (clock-offset.ts).
  * - Outcomes are fenced by the lease token: a node whose lease lapsed and was taken over writes
  *   nothing (at-least-once, like a crash).
  */
@@ -24,6 +26,7 @@ import type { SpoolEntry } from '../entry.js';
 import type { ActivityStore, ClaimLimits, HandOver, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
 import { SpoolBusyError, STANDBY_READ_AHEAD_BYTES } from '../spool.js';
 import { ACTIVITY_KEEP, PgActivityStore } from './activity.js';
+import { NOTABLE_SKEW_MS, offsetFromSamples, type ClockSample } from './clock-offset.js';
 import { NotificationListener, CHANNEL } from './listener.js';
 import { createPool, DatabaseHealth } from './pg-connection.js';
 
@@ -47,6 +50,10 @@ export interface PgSpoolOptions {
   /** Background problems (a failed sweep, the database going away and coming back). */
   onError?: (event: string, err: Error) => void;
   onAvailability?: (down: string | null) => void;
+  /** Something an operator should know that needs no retry (this relay's clock far from the database's). */
+  onNotice?: (event: string, fields: Record<string, unknown>) => void;
+  /** This relay's clock (the one its scheduler passes as `now`); measured against the database's. */
+  now?: () => number;
 }
 
 type Row = { entry: SpoolEntry; held: boolean; run_at: string };
@@ -62,9 +69,8 @@ function withReadAhead(call: string, columns: string): string {
           FROM ${call} WITH ORDINALITY AS r ORDER BY r.ordinality`;
 }
 
-function toEntry(row: Row): SpoolEntry {
-  return { ...row.entry, held: row.held, nextAttemptAt: Number(row.run_at) };
-}
+/** Clock readings per measurement: the shortest round trip of three is the one used. */
+const CLOCK_SAMPLES = 3;
 
 export class PgSpool implements Spool {
   readonly pool: pg.Pool;
@@ -73,9 +79,14 @@ export class PgSpool implements Spool {
   private readonly subscribers = new Set<(event: SpoolEvent) => void>();
   private maintenance: NodeJS.Timeout | null = null;
   private readonly onError: (event: string, err: Error) => void;
+  private readonly now: () => number;
+  /** Database time minus this relay's (clock-offset.ts); null until first measured. */
+  private offsetMs: number | null = null;
+  private skewNoticed = false;
 
   constructor(private readonly options: PgSpoolOptions) {
     this.onError = options.onError ?? (() => undefined);
+    this.now = options.now ?? Date.now;
     this.pool = createPool(options.url, (err) => this.onError('spool.pg_idle_client_error', err), options.poolSize);
     this.health = new DatabaseHealth(this.pool, (down) => options.onAvailability?.(down));
     this.listener = new NotificationListener(
@@ -130,7 +141,7 @@ export class PgSpool implements Spool {
     // Payloads: "wake <mailbox>" (new mail or a free slot), "pause <untilMs> <mailbox>" (a Retry-After).
     const [kind, ...rest] = payload.split(' ');
     if (kind === 'pause') {
-      const untilMs = Number(rest[0]);
+      const untilMs = this.fromDb(Number(rest[0]));
       this.emit({ kind: 'pause', mailbox: rest.slice(1).join(' '), untilMs });
     } else {
       this.emit({ kind: 'wake', mailbox: rest.join(' ') || null });
@@ -150,13 +161,56 @@ export class PgSpool implements Spool {
     return this.listener.hearing;
   }
 
+  /** A time of this relay's clock as the database's, and back (0, "no time", stays 0). */
+  private toDb(ms: number): number {
+    return ms === 0 ? 0 : ms + (this.offsetMs ?? 0);
+  }
+
+  private fromDb(ms: number): number {
+    return ms === 0 ? 0 : ms - (this.offsetMs ?? 0);
+  }
+
+  private toEntry(row: Row): SpoolEntry {
+    return { ...row.entry, held: row.held, nextAttemptAt: this.fromDb(Number(row.run_at)) };
+  }
+
+  /**
+   * Measures this relay's clock against the database's (at start, every maintenance round, and
+   * before an operator command of a process that did not start the spool). Clocks drift and NTP
+   * steps them, so it is measured again rather than once.
+   */
+  async measureClock(): Promise<number> {
+    const samples: ClockSample[] = [];
+    for (let i = 0; i < CLOCK_SAMPLES; i++) {
+      const sentAt = this.now();
+      const { rows } = await this.q<{ ms: string }>(`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8::text AS ms`);
+      samples.push({ sentAt, receivedAt: this.now(), databaseMs: Number(rows[0]?.ms) });
+    }
+    const { offsetMs, uncertaintyMs } = offsetFromSamples(samples);
+    this.offsetMs = offsetMs;
+    const notable = Math.abs(offsetMs) > NOTABLE_SKEW_MS;
+    if (notable && !this.skewNoticed) this.options.onNotice?.('spool.clock_skew', { offsetMs, uncertaintyMs });
+    this.skewNoticed = notable;
+    return offsetMs;
+  }
+
+  private async knowClock(): Promise<void> {
+    if (this.offsetMs === null) await this.measureClock();
+  }
+
   async recover(): Promise<RecoveryReport> {
     this.listener.start();
+    await this.measureClock();
     const discarded = await this.sweep();
-    this.maintenance = setInterval(() => void this.sweep().catch((err: Error) => this.onError('spool.pg_maintenance_failed', err)), MAINTENANCE_MS);
+    this.maintenance = setInterval(() => void this.maintain().catch((err: Error) => this.onError('spool.pg_maintenance_failed', err)), MAINTENANCE_MS);
     this.maintenance.unref();
     // Nothing to hand to a local scheduler: every node claims from the shared queue.
     return { queued: [], discardedPartial: discarded, quarantined: [], completedMoves: 0, replayed: 0 };
+  }
+
+  private async maintain(): Promise<void> {
+    await this.measureClock();
+    await this.sweep();
   }
 
   /** Removes intakes that died before their commit, and sends and console activity older than the day window. */
@@ -169,7 +223,7 @@ export class PgSpool implements Spool {
 
   /** The console's per-minute counts, shared by the cluster (activity.ts). */
   activityStore(node: string): ActivityStore {
-    return new PgActivityStore((text, values) => this.q(text, values), node, () => this.health.down);
+    return new PgActivityStore((text, values) => this.q(text, values), node, () => this.health.down, () => this.offsetMs ?? 0);
   }
 
   async beginMessage(id: string): Promise<MessageWriter> {
@@ -214,7 +268,7 @@ export class PgSpool implements Spool {
         const last = Buffer.concat(pending, pendingBytes);
         pending = [];
         pendingBytes = 0;
-        const values = [id, JSON.stringify(entry), entry.mailbox, entry.nextAttemptAt, size, entry.envelope.rcptTo.length, `wake ${entry.mailbox}`];
+        const values = [id, JSON.stringify(entry), entry.mailbox, this.toDb(entry.nextAttemptAt), size, entry.envelope.rcptTo.length, `wake ${entry.mailbox}`];
         // One statement is one transaction: the message is queued, its mailbox known and the
         // cluster woken together, or not at all.
         const tail = `mb AS (INSERT INTO relay.mailboxes (mailbox) VALUES ($3) ON CONFLICT (mailbox) DO NOTHING)
@@ -249,6 +303,7 @@ export class PgSpool implements Spool {
    * the same message (still 'receiving') is replaced.
    */
   async importMessage(entry: SpoolEntry, where: 'queue' | 'failed', body: AsyncIterable<Buffer>): Promise<boolean> {
+    await this.knowClock();
     const { rows } = await this.q<{ state: string }>('SELECT state FROM relay.messages WHERE id = $1', [entry.id]);
     if (rows[0] && rows[0].state !== 'receiving') return false;
     if (rows[0]) await this.q(`DELETE FROM relay.messages WHERE id = $1 AND state = 'receiving'`, [entry.id]);
@@ -260,7 +315,7 @@ export class PgSpool implements Spool {
       where === 'queue' ? 'queued' : 'failed',
       JSON.stringify(entry),
       entry.held,
-      entry.nextAttemptAt,
+      this.toDb(entry.nextAttemptAt),
     ]);
     return true;
   }
@@ -310,12 +365,12 @@ export class PgSpool implements Spool {
 
   async get(id: string, where: 'queue' | 'failed' = 'queue'): Promise<SpoolEntry | null> {
     const { rows } = await this.q<Row>('SELECT entry, held, run_at FROM relay.messages WHERE id = $1 AND state = $2', [id, where === 'queue' ? 'queued' : 'failed']);
-    return rows[0] ? toEntry(rows[0]) : null;
+    return rows[0] ? this.toEntry(rows[0]) : null;
   }
 
   async list(where: 'queue' | 'failed'): Promise<SpoolEntry[]> {
     const { rows } = await this.q<Row>('SELECT entry, held, run_at FROM relay.messages WHERE state = $1 ORDER BY id', [where === 'queue' ? 'queued' : 'failed']);
-    return rows.map(toEntry);
+    return rows.map((row) => this.toEntry(row));
   }
 
   async count(where: 'queue' | 'failed'): Promise<number> {
@@ -348,10 +403,11 @@ export class PgSpool implements Spool {
   }
 
   async update(entry: SpoolEntry): Promise<void> {
+    await this.knowClock();
     await this.changeUnleased(
       entry.id,
       `UPDATE relay.messages SET entry = $2, held = $3, run_at = $4, lease_owner = NULL, lease_token = NULL, lease_until = NULL WHERE id = $1 AND state = 'queued'`,
-      [entry.id, JSON.stringify(entry), entry.held, entry.nextAttemptAt],
+      [entry.id, JSON.stringify(entry), entry.held, this.toDb(entry.nextAttemptAt)],
     );
     if (!entry.held) await this.q(`SELECT pg_notify('${CHANNEL}', $1)`, [`wake ${entry.mailbox}`]);
   }
@@ -369,11 +425,12 @@ export class PgSpool implements Spool {
   }
 
   async requeueFailed(entry: SpoolEntry): Promise<void> {
+    await this.knowClock();
     await this.q(
       `WITH m AS (UPDATE relay.messages SET state = 'queued', entry = $2, held = $3, run_at = $4 WHERE id = $1 AND state = 'failed'),
        mb AS (INSERT INTO relay.mailboxes (mailbox) VALUES ($5) ON CONFLICT (mailbox) DO NOTHING)
        SELECT pg_notify('${CHANNEL}', $6)`,
-      [entry.id, JSON.stringify(entry), entry.held, entry.nextAttemptAt, entry.mailbox, `wake ${entry.mailbox}`],
+      [entry.id, JSON.stringify(entry), entry.held, this.toDb(entry.nextAttemptAt), entry.mailbox, `wake ${entry.mailbox}`],
     );
   }
 
@@ -387,8 +444,9 @@ export class PgSpool implements Spool {
     if (rows[0]?.ro) throw new Error('the database is a read-only standby (failover in progress?)');
   }
 
-  async claim(node: string, max: number, limits: ClaimLimits, now = Date.now(), standbyPerSlot = 0): Promise<Lease[]> {
+  async claim(node: string, max: number, limits: ClaimLimits, localNow = this.now(), standbyPerSlot = 0): Promise<Lease[]> {
     if (max <= 0) return [];
+    const now = this.toDb(localNow);
     return this.tx(async (client) => {
       // Mailboxes with due mail, not paused; their rows are locked so no other node claims for them
       // until this transaction ends (SKIP LOCKED: a busy mailbox is left to the node holding it).
@@ -431,7 +489,7 @@ export class PgSpool implements Spool {
       standby,
       standby > 0,
     ]);
-    return rows.map((row) => ({ entry: toEntry(row), token: row.lease_token, ...(row.standby ? { standby: true as const } : {}), ...(row.content ? { content: row.content } : {}) }));
+    return rows.map((row) => ({ entry: this.toEntry(row), token: row.lease_token, ...(row.standby ? { standby: true as const } : {}), ...(row.content ? { content: row.content } : {}) }));
   }
 
   async renew(lease: Lease, leaseMs: number, sending = false): Promise<boolean> {
@@ -454,7 +512,7 @@ export class PgSpool implements Spool {
    * 4). Nothing is leased while the mailbox is paused or its windows are full; then the free slot
    * is announced to the cluster as before. One round trip (relay.settle_and_claim, migration 2).
    */
-  async settleAndClaim(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now = Date.now(), handOver: HandOver = {}): Promise<{ held: boolean; next: Lease[]; standby: Lease[] }> {
+  async settleAndClaim(lease: Lease, outcome: Settlement, node: string, limits: ClaimLimits, now = this.now(), handOver: HandOver = {}): Promise<{ held: boolean; next: Lease[]; standby: Lease[] }> {
     return this.settleWith(lease, outcome, { node, limits, now, handOver });
   }
 
@@ -464,7 +522,7 @@ export class PgSpool implements Spool {
     claim: { node: string; limits: ClaimLimits; now: number; handOver: HandOver } | null,
   ): Promise<{ held: boolean; next: Lease[]; standby: Lease[] }> {
     const e = outcome.kind === 'deferred' || outcome.kind === 'failed' ? outcome.entry : null;
-    const runAt = outcome.kind === 'postponed' ? outcome.untilMs : (e?.nextAttemptAt ?? 0);
+    const runAt = this.toDb(outcome.kind === 'postponed' ? outcome.untilMs : (e?.nextAttemptAt ?? 0));
     const limits = claim?.limits;
     const { rows } = await this.q<{ settled: boolean | null; entry: SpoolEntry | null; held: boolean | null; run_at: string | null; lease_token: string | null; standby: boolean | null; content: Buffer | null }>(
       withReadAhead('relay.settle_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)', 'r.settled, r.entry, r.held, r.run_at, r.lease_token, r.standby'),
@@ -481,23 +539,24 @@ export class PgSpool implements Spool {
         limits?.messagesPerMinute ?? 0,
         limits?.recipientsPerDay ?? 0,
         limits?.leaseMs ?? 0,
-        claim?.now ?? 0,
+        this.toDb(claim?.now ?? 0),
         CHANNEL,
         claim?.handOver.promote?.token ?? null,
         claim?.handOver.standby ?? 0,
       ],
     );
     const [first, ...leased] = rows;
-    const toLease = (row: (typeof rows)[number]): Lease => ({ entry: toEntry(row as Row), token: row.lease_token as string, ...(row.content ? { content: row.content } : {}) });
+    const toLease = (row: (typeof rows)[number]): Lease => ({ entry: this.toEntry(row as Row), token: row.lease_token as string, ...(row.content ? { content: row.content } : {}) });
     return { held: first?.settled === true, next: leased.filter((r) => r.standby !== true).map(toLease), standby: leased.filter((r) => r.standby === true).map(toLease) };
   }
 
   async mailboxPausedUntil(mailbox: string): Promise<number> {
     const { rows } = await this.q<{ until: string | null }>(`SELECT (extract(epoch FROM paused_until) * 1000)::bigint::text AS until FROM relay.mailboxes WHERE mailbox = $1 AND paused_until > now()`, [mailbox]);
-    return rows[0]?.until ? Number(rows[0].until) : 0;
+    return rows[0]?.until ? this.fromDb(Number(rows[0].until)) : 0;
   }
 
-  async pauseMailbox(mailbox: string, untilMs: number): Promise<void> {
+  async pauseMailbox(mailbox: string, localUntilMs: number): Promise<void> {
+    const untilMs = this.toDb(localUntilMs);
     await this.q(
       `WITH p AS (INSERT INTO relay.mailboxes (mailbox, paused_until) VALUES ($1, to_timestamp($2 / 1000.0))
                   ON CONFLICT (mailbox) DO UPDATE SET paused_until = greatest(coalesce(relay.mailboxes.paused_until, '-infinity'), EXCLUDED.paused_until))
