@@ -7,7 +7,7 @@
 // The database is a throwaway server started here (initdb + pg_ctl on a free loopback port, as the
 // tests do); without PostgreSQL's binaries the figures are reported as skipped.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
@@ -48,7 +48,10 @@ async function startServer(work) {
   const data = path.join(base, 'data');
   run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
   const port = await freePort();
-  run('pg_ctl', ['-D', data, '-l', path.join(base, 'log'), '-o', `-c listen_addresses=127.0.0.1 -p ${port} -c unix_socket_directories=${base} -c max_connections=200`, '-w', 'start']);
+  // BENCH_PG_STATEMENTS=1: the server tracks every statement (functions' too), and figure 6 prints
+  // where the database's time went (pg_stat_statements, part of Debian's postgresql package).
+  const statements = process.env.BENCH_PG_STATEMENTS === '1' ? ' -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all' : '';
+  run('pg_ctl', ['-D', data, '-l', path.join(base, 'log'), '-o', `-c listen_addresses=127.0.0.1 -p ${port} -c unix_socket_directories=${base} -c max_connections=200${statements}`, '-w', 'start']);
   let n = 0;
   return {
     async database() {
@@ -67,6 +70,40 @@ async function startServer(work) {
       }
     },
   };
+}
+
+/**
+ * CPU used by the PostgreSQL server so far (every postgres process, user + kernel, with the ticks
+ * of backends that have exited, which the postmaster collects): the database's part of a figure.
+ * The bench's server is the only PostgreSQL running while it measures.
+ */
+function postgresCpuTicks() {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (!stat.includes('(postgres)')) continue;
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks;
+}
+
+/** The statements that took the database's time, per message (BENCH_PG_STATEMENTS=1). */
+async function printTopStatements(url, messages) {
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    const { rows } = await db.query(`SELECT calls, total_exec_time AS ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS q FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`);
+    for (const r of rows) console.error(`  pg: ${((r.ms * 1000) / messages).toFixed(0).padStart(6)} us/msg ${String(r.calls).padStart(7)} calls  ${r.q}`);
+    await db.query('SELECT pg_stat_statements_reset()');
+  } finally {
+    await db.end();
+  }
 }
 
 /** The floor: 8 clients, each committing one 10 KB row per transaction (what 250-after-COMMIT costs at least). */
@@ -96,7 +133,7 @@ async function insertFloor(url, count, bytes) {
  * @param {object} ctx the bench's own helpers: startRelay(extra), nodeLoad(port, count, reuse), emulator, counts, messageBytes, work, graph (the relay's graph section)
  */
 export async function clusterFigures(ctx) {
-  const { startRelay, nodeLoad, emulator, counts, messageBytes, work, graph, deliveryOnly, cpuUs } = ctx;
+  const { startRelay, nodeLoad, emulator, counts, messageBytes, work, graph, deliveryOnly, intakeOnly, cpuUs, tickUs } = ctx;
   const server = await startServer(work);
   if (!server) return { skipped: 'PostgreSQL server binaries not found (Debian package postgresql)' };
   const pgSpool = (url) => ({ spool: { dir: path.join(work, 'unused'), backend: 'postgres', postgres: { url, leaseTimeout: '30s' } } });
@@ -109,10 +146,14 @@ export async function clusterFigures(ctx) {
       const fsRate = (await nodeLoad(fsRelay.port, counts.intake, true)).msgPerSec;
       await fsRelay.stop();
       const one = await startRelay(pgSpool(await server.database()));
+      const [relayCpu, dbCpu] = [cpuUs(one.pid), postgresCpuTicks()];
       const pgRate = (await nodeLoad(one.port, counts.intake, true)).msgPerSec;
+      // What each message cost the relay and the database (user + kernel): where intake's time goes.
+      const cpuUsPerMsg = { relay: (cpuUs(one.pid) - relayCpu) / counts.intake, postgres: ((postgresCpuTicks() - dbCpu) * tickUs) / counts.intake };
       await one.stop();
+      if (process.env.BENCH_PG_STATEMENTS === '1') await printTopStatements(await server.database(), counts.intake);
       const floorRate = await insertFloor(await server.database(), counts.intake, messageBytes);
-      out.intakeOneNode = { postgresMsgPerSec: pgRate, filesystemMsgPerSec: fsRate, insertCommitFloorMsgPerSec: floorRate, vsFilesystem: pgRate / fsRate, vsFloor: pgRate / floorRate };
+      out.intakeOneNode = { postgresMsgPerSec: pgRate, filesystemMsgPerSec: fsRate, insertCommitFloorMsgPerSec: floorRate, vsFilesystem: pgRate / fsRate, vsFloor: pgRate / floorRate, cpuUsPerMsg };
 
       // 7. three nodes on one database, load spread evenly (8 sessions each).
       const url3 = await server.database();
@@ -124,6 +165,7 @@ export async function clusterFigures(ctx) {
       await stopAll(three);
       out.intakeThreeNodes = { aggregateMsgPerSec: aggregate, vsOneNode: aggregate / pgRate };
     }
+    if (intakeOnly) return out;
 
     // 8a. delivery, three nodes, one mailbox: the cluster must fill Graph's 4 slots and never exceed them.
     // The messages are all accepted first, with the mailboxes paused in the database (the pause every
@@ -198,9 +240,10 @@ export function clusterReport(c, f, ok) {
   const d1 = c.deliveryThreeNodesOneMailbox;
   const d3 = c.deliveryThreeNodesThreeMailboxes;
   const intake = c.intakeOneNode ? [
-    `6. intake on PostgreSQL, one node, reused connections: ${f(c.intakeOneNode.postgresMsgPerSec, 0)} msg/s = ${f(c.intakeOneNode.vsFilesystem * 100)} % of the file spool (${f(c.intakeOneNode.filesystemMsgPerSec, 0)} msg/s), ${f(c.intakeOneNode.vsFloor * 100)} % of a bare INSERT ... COMMIT floor (${f(c.intakeOneNode.insertCommitFloorMsgPerSec, 0)} rows/s, 8 clients)`,
+    `6. intake on PostgreSQL, one node, reused connections: ${f(c.intakeOneNode.postgresMsgPerSec, 0)} msg/s = ${f(c.intakeOneNode.vsFilesystem * 100)} % of the file spool (${f(c.intakeOneNode.filesystemMsgPerSec, 0)} msg/s), ${f(c.intakeOneNode.vsFloor * 100)} % of a bare INSERT ... COMMIT floor (${f(c.intakeOneNode.insertCommitFloorMsgPerSec, 0)} rows/s, 8 clients); CPU per message: relay ${f(c.intakeOneNode.cpuUsPerMsg?.relay ?? 0, 0)} us, PostgreSQL ${f(c.intakeOneNode.cpuUsPerMsg?.postgres ?? 0, 0)} us`,
     `7. intake, three nodes on one database: ${f(c.intakeThreeNodes.aggregateMsgPerSec, 0)} msg/s together = ${f(c.intakeThreeNodes.vsOneNode, 2)}x one node`,
   ] : [];
+  if (!d1) return intake;
   return [
     ...intake,
     `8. delivery, three nodes, one mailbox: ${f(d1.msgPerSec)} msg/s of ${f(d1.graphLimitMsgPerSec, 0)} allowed = ${f(d1.ratio, 3)}x (target 0.95-1.0x: ${ok(d1.ratio >= 0.95 && d1.ratio <= 1.0)}); self-inflicted 429s ${d1.selfInflicted429}; max in flight ${d1.maxInFlight}; slots busy ${f((d1.occupancy ?? 0) * 100)} % of the time, answers in ${f(d1.meanAnswerMs ?? 0, 0)} ms on average, a freed slot's next request ${f(d1.gapMs?.mean ?? 0, 1)} ms after the answer (p50 ${f(d1.gapMs?.p50 ?? 0, 1)}, p90 ${f(d1.gapMs?.p90 ?? 0, 1)}, max ${f(d1.gapMs?.max ?? 0, 0)}), first request ${f(d1.gapMs?.startMs ?? 0, 0)} ms after the unpause (counted from there: ${f(d1.fromUnpauseRatio ?? 0, 3)}x); relays' CPU ${f(d1.relayCpuUsPerMsg ?? 0, 0)} us per message`,

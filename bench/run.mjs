@@ -28,8 +28,8 @@ const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(benchDir, '..');
 const smoke = process.argv.includes('--smoke');
 // --cluster: figures 6-8 alone (the PostgreSQL queue), for working on them; judges nothing else.
-// --cluster-delivery: figure 8 alone.
-const clusterOnly = process.argv.includes('--cluster') || process.argv.includes('--cluster-delivery');
+// --cluster-delivery: figure 8 alone; --cluster-intake: figures 6 and 7 alone.
+const clusterOnly = ['--cluster', '--cluster-delivery', '--cluster-intake'].some((flag) => process.argv.includes(flag));
 // 10,000 messages per intake figure: each figure starts a fresh relay, and with 3,000 (about 3 s at
 // ~1,000 msg/s) its first, not yet optimised (JIT) messages weighed in visibly: ~1,100 us of CPU per
 // message one per connection against ~800 us over 10,000 (session 3).
@@ -277,7 +277,7 @@ const startups = [];
 
 if (clusterOnly) {
   try {
-    results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US, deliveryOnly: process.argv.includes('--cluster-delivery') });
+    results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US, tickUs: TICK_US, deliveryOnly: process.argv.includes('--cluster-delivery'), intakeOnly: process.argv.includes('--cluster-intake') });
   } finally {
     await emulator.close();
     rmSync(work, { recursive: true, force: true });
@@ -421,7 +421,7 @@ try {
     targetPeakMb: 200,
   };
   // Figures 6-8: several relays on one PostgreSQL queue (bench/cluster.mjs).
-  results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US });
+  results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US, tickUs: TICK_US });
   startups.sort((a, b) => a - b);
   results.startupMs = { median: quantile(startups, 0.5), max: startups[startups.length - 1], target: 1000 };
 } finally {

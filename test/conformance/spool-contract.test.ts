@@ -384,7 +384,11 @@ describe('slot hand-over on the shared spool', () => {
       while (wakes.length < count && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
     };
     for (let i = 0; i < 4; i += 1) await store(spool);
-    await waitForWakes(4); // new mail wakes the cluster too
+    // New mail wakes the cluster too, right after its commit (wake-ups of commits made while one
+    // notification is under way travel together in the next).
+    await waitForWakes(1);
+    expect(wakes.length).toBeGreaterThan(0);
+    expect(new Set(wakes)).toEqual(new Set(['relay@x.example']));
     await new Promise((r) => setTimeout(r, 100));
     wakes.length = 0;
     const paced = { ...LIMITS, messagesPerMinute: 2 };

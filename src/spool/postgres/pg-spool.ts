@@ -83,6 +83,9 @@ export class PgSpool implements Spool {
   /** Database time minus this relay's (clock-offset.ts); null until first measured. */
   private offsetMs: number | null = null;
   private skewNoticed = false;
+  /** Mailboxes with newly committed mail whose wake-up has not gone out yet (wakeCluster). */
+  private readonly toWake = new Set<string>();
+  private waking: Promise<void> | null = null;
 
   constructor(private readonly options: PgSpoolOptions) {
     this.onError = options.onError ?? (() => undefined);
@@ -135,6 +138,33 @@ export class PgSpool implements Spool {
       // A failed client is destroyed rather than reused (a timed-out query may still run on it: node-postgres #3399).
       client.release(failure instanceof Error ? failure : undefined);
     }
+  }
+
+  /**
+   * Tells the other relays about newly committed mail, after its commit and one notification at a
+   * time. A NOTIFY inside the intake transaction serialised intake: PostgreSQL takes a
+   * database-wide lock for it at commit and holds it through the WAL flush, so concurrent commits
+   * could not share a flush (measured on this machine, 8 clients each committing a 10 KB row:
+   * 4,070-4,880 rows/s without, 2,094-2,174 with; pg-queues.md: River moved to a NOTIFY sent by the
+   * application for the same reason). Here the wake-ups of everything committed while one
+   * notification is under way go out together in the next. A crash between a commit and its
+   * wake-up costs the other relays at most their one-second poll; this relay's own claim loop is
+   * woken directly by intake.
+   */
+  private wakeCluster(mailbox: string): void {
+    this.toWake.add(mailbox);
+    if (this.waking) return;
+    this.waking = (async () => {
+      while (this.toWake.size > 0) {
+        const mailboxes = [...this.toWake];
+        this.toWake.clear();
+        await this.q(`SELECT pg_notify('${CHANNEL}', 'wake ' || m) FROM unnest($1::text[]) AS m`, [mailboxes]);
+      }
+    })()
+      .catch(() => this.toWake.clear()) // the database is away: health says so, the poll finds the mail
+      .finally(() => {
+        this.waking = null;
+      });
   }
 
   private dispatch(payload: string): void {
@@ -268,26 +298,27 @@ export class PgSpool implements Spool {
         const last = Buffer.concat(pending, pendingBytes);
         pending = [];
         pendingBytes = 0;
-        const values = [id, JSON.stringify(entry), entry.mailbox, this.toDb(entry.nextAttemptAt), size, entry.envelope.rcptTo.length, `wake ${entry.mailbox}`];
-        // One statement is one transaction: the message is queued, its mailbox known and the
-        // cluster woken together, or not at all.
+        const values = [id, JSON.stringify(entry), entry.mailbox, this.toDb(entry.nextAttemptAt), size, entry.envelope.rcptTo.length];
+        // One statement is one transaction: the message is queued and its mailbox known together,
+        // or not at all. The cluster is woken right after (wakeCluster).
         const tail = `mb AS (INSERT INTO relay.mailboxes (mailbox) VALUES ($3) ON CONFLICT (mailbox) DO NOTHING)
-           SELECT pg_notify('${CHANNEL}', $7)`;
+           SELECT 1`;
         if (!started) {
           await this.q(
             `WITH m AS (INSERT INTO relay.messages (id, state, entry, mailbox, run_at, size, rcpts) VALUES ($1, 'queued', $2, $3, $4, $5, $6)),
-             c AS (INSERT INTO relay.chunks (message_id, seq, data) VALUES ($1, 0, $8)), ${tail}`,
+             c AS (INSERT INTO relay.chunks (message_id, seq, data) VALUES ($1, 0, $7)), ${tail}`,
             [...values, last],
           );
         } else {
           await this.q(
             `WITH m AS (UPDATE relay.messages SET state = 'queued', entry = $2, mailbox = $3, run_at = $4, size = $5, rcpts = $6 WHERE id = $1 AND state = 'receiving' RETURNING id),
-             c AS (INSERT INTO relay.chunks (message_id, seq, data) SELECT $1, $8::int, $9::bytea FROM m WHERE length($9::bytea) > 0), ${tail} FROM m`,
+             c AS (INSERT INTO relay.chunks (message_id, seq, data) SELECT $1, $7::int, $8::bytea FROM m WHERE length($8::bytea) > 0), ${tail} FROM m`,
             [...values, seq, last],
           ).then((r) => {
             if (r.rowCount !== 1) throw new Error(`message ${id} was swept while it was being received`);
           });
         }
+        this.wakeCluster(entry.mailbox);
         return entry;
       },
       abort: async () => {
@@ -567,6 +598,7 @@ export class PgSpool implements Spool {
 
   async close(): Promise<void> {
     if (this.maintenance) clearInterval(this.maintenance);
+    await this.waking;
     this.health.close();
     await this.listener.stop();
     await this.pool.end().catch(() => undefined);
