@@ -11,6 +11,7 @@ import { attemptDelivery } from './delivery/attempt.js';
 import { createHttpTransport, type HttpTransport } from './graph/http-transport.js';
 import { SINGLE_REQUEST_LIMIT } from './graph/large-message.js';
 import { DraftCleanup } from './delivery/draft-cleanup.js';
+import { FileDraftStore } from './delivery/draft-file-store.js';
 import { UploadBudgets } from './delivery/upload-budget.js';
 import path from 'node:path';
 import { HttpGraphMailer, type GraphMailer } from './graph/mailer.js';
@@ -233,8 +234,10 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
     },
     config.spool.backend === 'postgres' ? { leaseMs: config.spool.postgres.leaseTimeout } : null,
   );
-  // Drafts the large path gave up, deleted when their mailbox may be called (recorded beside the spool).
-  const drafts = await DraftCleanup.open(path.join(config.spool.dir, 'graph-drafts.json'), {
+  // Drafts the large path gave up, deleted when their mailbox may be called (recorded beside the
+  // spool, or in the shared database where another relay takes them over if this one stops).
+  const draftStore = spool.draftStore && config.spool.backend === 'postgres' ? spool.draftStore(nodeName(), config.spool.postgres.leaseTimeout) : new FileDraftStore(path.join(config.spool.dir, 'graph-drafts.json'), logger);
+  const drafts = await DraftCleanup.open(draftStore, {
     clock,
     logger,
     mailboxes: scheduler,

@@ -2,30 +2,20 @@
  * Drafts the large-message path created and gave up, deleted when the mailbox may be called: a
  * DELETE counts against the mailbox's limits like any request, so it waits for a Retry-After pause
  * and takes one of the mailbox's in-flight slots (graph-api-facts §9, Graph's throttling guidance;
- * issue 12, item 1). Every draft is recorded in a small file before anything else happens to it,
- * so after a crash or a restart the drafts of unfinished attempts are still deleted: nothing is
- * left behind in the sending mailbox's Drafts folder.
+ * issue 12, item 1). Every draft is recorded before anything else happens to it (a file beside
+ * the spool, or on a shared spool the database, where another relay takes over the drafts of one
+ * that died for good), so after a crash or a restart the drafts of unfinished attempts are still
+ * deleted: nothing is left behind in the sending mailbox's Drafts folder.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
-import path from 'node:path';
 import type { GraphOutcome } from '../graph/graph-call.js';
 import { isHeld } from '../graph/graph-call.js';
 import type { DraftTracker, LargeProgress } from '../graph/large-message.js';
 import type { Logger } from '../log.js';
+import type { DraftRecord, DraftStore } from '../spool/spool.js';
 import type { Clock } from '../util/clock.js';
 import { backoffDelayMs, type BackoffPolicy } from './backoff.js';
 
-export interface DraftRecord {
-  draftId: string;
-  mailbox: string;
-  graphProfile?: string;
-  queueId: string;
-  /** building: an attempt is using it; delete: waiting for its DELETE. */
-  state: 'building' | 'delete';
-  since: number;
-  attempts: number;
-  retryAt: number;
-}
+export type { DraftRecord } from '../spool/spool.js';
 
 /** The per-mailbox pause and in-flight slots, shared with deliveries (scheduler.ts). */
 export interface MailboxGate {
@@ -53,31 +43,31 @@ export class DraftCleanup {
   private readonly running = new Map<string, Promise<void>>();
   private writing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
   private stopped = false;
 
   private constructor(
-    private readonly file: string,
+    private readonly store: DraftStore,
     private readonly deps: DraftCleanupDeps,
   ) {}
 
-  /** Loads the record; drafts an earlier run was still building are given up (their upload sessions lived in that process). */
-  static async open(file: string, deps: DraftCleanupDeps): Promise<DraftCleanup> {
-    const cleanup = new DraftCleanup(file, deps);
-    // With spool.backend: postgres nothing else creates spool.dir, and a draft that cannot be
-    // recorded fails its attempt (the large path records a draft before anything else happens to it).
-    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-    let stored: DraftRecord[] = [];
-    try {
-      stored = JSON.parse(await readFile(file, 'utf8')) as DraftRecord[];
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') deps.logger.error({ event: 'draft.record_unreadable', file, err: (err as Error).message }, 'the record of drafts to delete could not be read; drafts may be left in Drafts');
-    }
-    for (const r of Array.isArray(stored) ? stored : []) cleanup.records.set(r.draftId, { ...r, state: 'delete', retryAt: 0 });
-    if (cleanup.records.size > 0) {
-      deps.logger.info({ event: 'draft.cleanup_resumed', drafts: cleanup.records.size }, 'drafts left by the previous run are queued for deletion');
-      await cleanup.persist();
-    }
+  /** Loads the records; drafts an earlier run was still building are given up (their upload sessions lived in that process). */
+  static async open(store: DraftStore, deps: DraftCleanupDeps): Promise<DraftCleanup> {
+    const cleanup = new DraftCleanup(store, deps);
+    const resumed = cleanup.adopt(await store.load());
+    if (resumed > 0) deps.logger.info({ event: 'draft.cleanup_resumed', drafts: resumed }, 'drafts left by the previous run are queued for deletion');
     return cleanup;
+  }
+
+  /** Takes records to delete (left by an earlier run, or taken over from another relay); how many were new. */
+  private adopt(records: readonly DraftRecord[]): number {
+    let added = 0;
+    for (const r of records) {
+      if (this.records.has(r.draftId)) continue;
+      this.records.set(r.draftId, { ...r, state: 'delete', retryAt: 0 });
+      added += 1;
+    }
+    return added;
   }
 
   /** Drafts waiting for deletion or in use, for tests and `queue` output. */
@@ -88,12 +78,32 @@ export class DraftCleanup {
   start(): void {
     this.stopped = false;
     this.pump();
+    const every = this.store.intervalMs;
+    if (this.store.heartbeat && every) {
+      this.heartbeatTimer = setInterval(() => void this.heartbeat(), every);
+      this.heartbeatTimer.unref();
+    }
+  }
+
+  /** Keeps this relay's drafts held in a shared store and takes over those of relays that stopped. */
+  private async heartbeat(): Promise<void> {
+    try {
+      const taken = this.adopt((await this.store.heartbeat?.()) ?? []);
+      if (taken === 0) return;
+      this.deps.logger.info({ event: 'draft.cleanup_taken_over', drafts: taken }, "drafts of a relay that stopped holding them are queued for deletion here");
+      this.pump();
+    } catch (err) {
+      // The database is away: the relay's readiness says so; the next beat tries again.
+      this.deps.logger.warn({ event: 'draft.heartbeat_failed', err: (err as Error).message }, 'the drafts this relay holds could not be renewed; retrying');
+    }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
     await Promise.allSettled([...this.running.values()]);
     await this.writing;
   }
@@ -104,8 +114,9 @@ export class DraftCleanup {
     return {
       current: () => (building() ? (this.progress.get(queueId) ?? null) : null),
       created: async (draftId) => {
-        this.records.set(draftId, { draftId, mailbox, ...(graphProfile ? { graphProfile } : {}), queueId, state: 'building', since: this.deps.clock.now(), attempts: 0, retryAt: 0 });
-        await this.persist();
+        const record: DraftRecord = { draftId, mailbox, ...(graphProfile ? { graphProfile } : {}), queueId, state: 'building', since: this.deps.clock.now(), attempts: 0, retryAt: 0 };
+        this.records.set(draftId, record);
+        await this.persist(record);
       },
       progress: (p) => void this.progress.set(queueId, p),
       discard: () => this.discard(queueId),
@@ -114,7 +125,7 @@ export class DraftCleanup {
         const record = building();
         if (!record) return;
         this.records.delete(record.draftId);
-        await this.persist();
+        await this.persist(record.draftId);
       },
     };
   }
@@ -126,26 +137,25 @@ export class DraftCleanup {
     if (!record) return;
     record.state = 'delete';
     record.retryAt = 0;
-    await this.persist();
+    await this.persist(record);
     this.deps.logger.info({ event: 'draft.discarded', queueId, mailbox: record.mailbox, draftId: record.draftId }, 'draft queued for deletion');
     this.pump();
   }
 
-  private persist(): Promise<void> {
-    // Writes one after the other; each is a whole new file renamed into place (never half-written).
-    const snapshot = JSON.stringify([...this.records.values()]);
-    this.writing = this.writing.then(async () => {
-      const tmp = `${this.file}.tmp`;
-      const handle = await open(tmp, 'w', 0o600);
-      try {
-        await handle.writeFile(snapshot);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(tmp, this.file);
-    });
-    return this.writing;
+  /** Records a draft's new state, or (given its id) that it is gone; writes go one after the other. */
+  private persist(change: DraftRecord | string): Promise<void> {
+    const all = [...this.records.values()].map((r) => ({ ...r }));
+    let write: () => Promise<void>;
+    if (typeof change === 'string') {
+      write = () => this.store.drop(change, all);
+    } else {
+      const record = { ...change };
+      write = () => this.store.put(record, all);
+    }
+    // A failed write fails its caller (the attempt, the clean-up) but not the ones after it.
+    const result = this.writing.then(write);
+    this.writing = result.catch(() => undefined);
+    return result;
   }
 
   private pump(): void {
@@ -192,7 +202,7 @@ export class DraftCleanup {
     // 404: already gone (sent after all, or deleted by someone): nothing left to clean up.
     if (outcome.kind === 'http' && (outcome.status < 300 || outcome.status === 404)) {
       this.records.delete(record.draftId);
-      await this.persist();
+      await this.persist(record.draftId);
       logger.info({ event: 'draft.deleted', queueId: record.queueId, mailbox: record.mailbox, draftId: record.draftId, status: outcome.status }, 'draft deleted');
       return;
     }
@@ -201,7 +211,7 @@ export class DraftCleanup {
     record.retryAt = retryAfterMs !== null ? now + retryAfterMs : now + backoffDelayMs(record.attempts, this.deps.backoff);
     // A Retry-After on the clean-up request pauses the mailbox for deliveries too: same limits.
     if (outcome.kind === 'http' && retryAfterMs !== null && (outcome.status === 429 || outcome.status >= 500)) mailboxes.pause(record.mailbox, record.retryAt);
-    await this.persist();
+    await this.persist(record);
     const why = outcome.kind === 'http' ? `HTTP ${outcome.status}${outcome.code ? ` ${outcome.code}` : ''}` : `network error: ${outcome.code ?? ''} ${outcome.message}`.trim();
     logger.warn({ event: 'draft.delete_deferred', queueId: record.queueId, mailbox: record.mailbox, draftId: record.draftId, reason: why, retryInMs: record.retryAt - now }, 'draft deletion deferred');
   }

@@ -101,6 +101,43 @@ export interface Spool {
    * console's counts and charts are the cluster's (each node adds its own counts under `node`).
    */
   activityStore?(node: string): ActivityStore;
+  /**
+   * Where several relays share the spool: the drafts the large-message path created, in the shared
+   * store, so a relay that dies for good leaves its drafts to the others (see DraftStore).
+   */
+  draftStore?(node: string, leaseMs: number): DraftStore;
+}
+
+/** A draft the large-message path created in the sending mailbox (delivery/draft-cleanup.ts). */
+export interface DraftRecord {
+  draftId: string;
+  mailbox: string;
+  graphProfile?: string;
+  queueId: string;
+  /** building: an attempt is using it; delete: waiting for its DELETE. */
+  state: 'building' | 'delete';
+  since: number;
+  attempts: number;
+  retryAt: number;
+}
+
+/** Where the records of drafts live: a file beside the spool, or the shared database. */
+export interface DraftStore {
+  /**
+   * The drafts to delete when starting: everything a file records (its relay's previous run), or in
+   * a shared store every draft whose relay stopped holding it, taken over by this one.
+   */
+  load(): Promise<DraftRecord[]>;
+  /** Records one draft's state; `all` is every draft this relay holds (a file is written whole). */
+  put(record: DraftRecord, all: readonly DraftRecord[]): Promise<void>;
+  /** Forgets one draft (deleted, or sent with its message). */
+  drop(draftId: string, all: readonly DraftRecord[]): Promise<void>;
+  /**
+   * Shared stores, every `intervalMs`: keeps this relay's drafts held, and takes over the drafts of
+   * relays that stopped holding theirs (each comes back to be deleted, its attempt having died).
+   */
+  heartbeat?(): Promise<DraftRecord[]>;
+  readonly intervalMs?: number;
 }
 
 /** Counts of one minute (minute = ms since the epoch / 60,000, rounded down). */

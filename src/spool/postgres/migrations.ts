@@ -197,6 +197,27 @@ CREATE TABLE relay.activity (
 );
 `,
   },
+  {
+    version: 4,
+    name: 'drafts held by relays, taken over when a relay stops',
+    sql: `
+-- The large-message path's drafts (draft-store.ts): each is held by the relay that created it while
+-- that relay renews owner_until; once it lapses, another relay takes the draft over and deletes it.
+CREATE TABLE relay.drafts (
+  draft_id text PRIMARY KEY,
+  mailbox text NOT NULL,
+  graph_profile text,
+  queue_id text NOT NULL,
+  state text NOT NULL CHECK (state IN ('building', 'delete')),
+  since bigint NOT NULL,
+  attempts int NOT NULL DEFAULT 0,
+  owner text NOT NULL,
+  owner_until timestamptz NOT NULL
+);
+CREATE INDEX drafts_owner ON relay.drafts (owner);
+CREATE INDEX drafts_lapsing ON relay.drafts (owner_until);
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

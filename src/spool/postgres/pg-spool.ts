@@ -23,10 +23,11 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { noteBytesMoved } from '../../memory/buffer-turnover.js';
 import type { SpoolEntry } from '../entry.js';
-import type { ActivityStore, ClaimLimits, HandOver, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
+import type { ActivityStore, ClaimLimits, DraftStore, HandOver, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
 import { SpoolBusyError, STANDBY_READ_AHEAD_BYTES } from '../spool.js';
 import { ACTIVITY_KEEP, PgActivityStore } from './activity.js';
 import { NOTABLE_SKEW_MS, offsetFromSamples, type ClockSample } from './clock-offset.js';
+import { PgDraftStore } from './draft-store.js';
 import { NotificationListener, CHANNEL } from './listener.js';
 import { createPool, DatabaseHealth } from './pg-connection.js';
 
@@ -254,6 +255,11 @@ export class PgSpool implements Spool {
   /** The console's per-minute counts, shared by the cluster (activity.ts). */
   activityStore(node: string): ActivityStore {
     return new PgActivityStore((text, values) => this.q(text, values), node, () => this.health.down, () => this.offsetMs ?? 0);
+  }
+
+  /** The cluster's drafts (draft-store.ts): held by this node, taken over from nodes that stopped. */
+  draftStore(node: string, leaseMs: number): DraftStore {
+    return new PgDraftStore((text, values) => this.q(text, values), node, leaseMs);
   }
 
   async beginMessage(id: string): Promise<MessageWriter> {
