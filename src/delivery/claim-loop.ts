@@ -107,6 +107,7 @@ export class ClaimLoop {
 
   private onEvent(event: SpoolEvent): void {
     if (event.kind === 'pause') this.notePause(event.mailbox, event.untilMs);
+    else if (event.kind === 'wake' && event.mailbox && this.holdsEverySlot(event.mailbox)) return;
     else {
       // Notifications resumed after a gap: a pause said during it was missed; the mailboxes this
       // node sends to look it up (a promoted standby relies on what was heard, below).
@@ -149,9 +150,26 @@ export class ClaimLoop {
     this.pauses.set(mailbox, Math.max(this.pauses.get(mailbox) ?? 0, untilMs));
   }
 
-  /** New local mail: the spool's notification wakes the other nodes; this one claims at once. */
-  enqueue(_entry: SpoolEntry): void {
-    this.pump();
+  /**
+   * New local mail: the spool's notification wakes the other nodes; this one claims at once, unless
+   * it holds every slot of the mailbox itself (see holdsEverySlot).
+   */
+  enqueue(entry: SpoolEntry): void {
+    if (!this.holdsEverySlot(entry.mailbox)) this.pump();
+  }
+
+  /**
+   * True when this node's own requests fill the mailbox's slots: no claim can take one (the cluster
+   * counts these), and each of them passes its slot on when it ends (settleAndClaim leases the next
+   * due message, or wakes every node when it cannot). A claim then only held the mailbox's row lock
+   * for nothing: with 8 senders into one relay, every commit's claim queued in front of the
+   * hand-overs (relay.settle_and_claim waited on that lock, figure 6 with BENCH_PG_STATEMENTS=1).
+   * Only deliveries count here: a draft's DELETE (tryAcquire) passes nothing on when it ends.
+   */
+  private holdsEverySlot(mailbox: string): boolean {
+    let mine = 0;
+    for (const { lease } of this.inFlight.values()) if (lease.entry.mailbox === mailbox) mine += 1;
+    return mine >= this.options.maxInFlightPerMailbox;
   }
 
   /** Queue commands may change a message unless this node is delivering it (the spool refuses other nodes' leases). */

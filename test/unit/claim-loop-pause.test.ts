@@ -64,3 +64,41 @@ describe('claim loop: the shared pause', () => {
     }
   });
 });
+
+describe('claim loop: no claim while this node fills the mailbox', () => {
+  it('claims nothing for new mail or a wake of a mailbox whose every slot it holds, and claims again once one is free', async () => {
+    const mailbox = 'alerts@x.example';
+    const { spool, emit } = sharedSpool(Array.from({ length: 4 }, (_, i) => ({ entry: entry(`m${i}`, mailbox), token: `t${i}` })));
+    let claims = 0;
+    const inner = spool.claim.bind(spool);
+    (spool as { claim: Spool['claim'] }).claim = async (...args) => ((claims += 1), inner(...args));
+    const finishers: Array<(r: AttemptResult) => void> = [];
+    const loop = loopOn(spool, () => new Promise<AttemptResult>((resolve) => finishers.push(resolve)));
+    loop.start();
+    try {
+      await until(() => finishers.length === 4, 5_000);
+      await new Promise((r) => setTimeout(r, 50));
+      const before = claims;
+      // Every slot of the mailbox is this node's: each passes itself on when it ends.
+      loop.enqueue(entry('m9', mailbox));
+      emit({ kind: 'wake', mailbox });
+      await new Promise((r) => setTimeout(r, 50));
+      expect(claims).toBe(before);
+      // New mail for another mailbox, or a wake naming none, still claims.
+      loop.enqueue(entry('n1', 'other@x.example'));
+      await until(() => claims === before + 1, 5_000);
+      emit({ kind: 'wake', mailbox: null });
+      await until(() => claims === before + 2, 5_000);
+      // A slot ends (nothing is handed over by this spool): the node claims for the mailbox again.
+      finishers.shift()?.({ decision: { action: 'postpone', untilMs: 0 } } as unknown as AttemptResult);
+      await until(() => !loop.isInFlight('m0'), 5_000);
+      await new Promise((r) => setTimeout(r, 50));
+      const after = claims;
+      loop.enqueue(entry('m10', mailbox));
+      await until(() => claims === after + 1, 5_000);
+    } finally {
+      for (const finish of finishers.splice(0)) finish({ decision: { action: 'postpone', untilMs: 0 } } as unknown as AttemptResult);
+      await loop.stop(1_000);
+    }
+  });
+});
