@@ -236,7 +236,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   );
   // Drafts the large path gave up, deleted when their mailbox may be called (recorded beside the
   // spool, or in the shared database where another relay takes them over if this one stops).
-  const draftStore = spool.draftStore && config.spool.backend === 'postgres' ? spool.draftStore(nodeName(), config.spool.postgres.leaseTimeout) : new FileDraftStore(path.join(config.spool.dir, 'graph-drafts.json'), logger);
+  const draftStore = spool.draftStore && config.spool.backend === 'postgres' ? spool.draftStore(nodeName(), config.spool.postgres.leaseTimeout, () => current.delivery.maxInFlightPerMailbox) : new FileDraftStore(path.join(config.spool.dir, 'graph-drafts.json'), logger);
   const drafts = await DraftCleanup.open(draftStore, {
     clock,
     logger,

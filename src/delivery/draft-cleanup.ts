@@ -189,6 +189,23 @@ export class DraftCleanup {
   }
 
   private async deleteOne(record: DraftRecord): Promise<void> {
+    const { clock } = this.deps;
+    // On a shared store the DELETE also holds one of the mailbox's slots in the database, counted
+    // with every relay's deliveries; when they are all taken, look again in a moment.
+    if (this.store.takeSlot && !(await this.store.takeSlot(record.draftId).catch(() => false))) {
+      record.retryAt = clock.now() + SLOT_POLL_MS;
+      return;
+    }
+    let slotGivenBack = false;
+    try {
+      slotGivenBack = await this.sendDelete(record);
+    } finally {
+      if (!slotGivenBack && this.store.releaseSlot) await this.store.releaseSlot(record.draftId).catch(() => undefined);
+    }
+  }
+
+  /** The DELETE and what follows from its answer; true when the store has given the slot back (the record dropped or rewritten). */
+  private async sendDelete(record: DraftRecord): Promise<boolean> {
     const { clock, logger, mailboxes } = this.deps;
     const mayStart = () => mailboxes.pausedUntil(record.mailbox) <= clock.now();
     let outcome: GraphOutcome;
@@ -198,13 +215,13 @@ export class DraftCleanup {
       outcome = { kind: 'network', message: (err as Error).message };
     }
     const now = clock.now();
-    if (isHeld(outcome)) return; // the mailbox was paused meanwhile: pump() waits for the pause
+    if (isHeld(outcome)) return false; // the mailbox was paused meanwhile: pump() waits for the pause
     // 404: already gone (sent after all, or deleted by someone): nothing left to clean up.
     if (outcome.kind === 'http' && (outcome.status < 300 || outcome.status === 404)) {
       this.records.delete(record.draftId);
       await this.persist(record.draftId);
       logger.info({ event: 'draft.deleted', queueId: record.queueId, mailbox: record.mailbox, draftId: record.draftId, status: outcome.status }, 'draft deleted');
-      return;
+      return true;
     }
     record.attempts += 1;
     const retryAfterMs = outcome.kind === 'http' ? outcome.retryAfterMs : null;
@@ -214,5 +231,6 @@ export class DraftCleanup {
     await this.persist(record);
     const why = outcome.kind === 'http' ? `HTTP ${outcome.status}${outcome.code ? ` ${outcome.code}` : ''}` : `network error: ${outcome.code ?? ''} ${outcome.message}`.trim();
     logger.warn({ event: 'draft.delete_deferred', queueId: record.queueId, mailbox: record.mailbox, draftId: record.draftId, reason: why, retryInMs: record.retryAt - now }, 'draft deletion deferred');
+    return true; // put cleared the slot with the new state
   }
 }

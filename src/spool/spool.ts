@@ -105,7 +105,7 @@ export interface Spool {
    * Where several relays share the spool: the drafts the large-message path created, in the shared
    * store, so a relay that dies for good leaves its drafts to the others (see DraftStore).
    */
-  draftStore?(node: string, leaseMs: number): DraftStore;
+  draftStore?(node: string, leaseMs: number, maxInFlightPerMailbox: () => number): DraftStore;
 }
 
 /** A draft the large-message path created in the sending mailbox (delivery/draft-cleanup.ts). */
@@ -138,6 +138,13 @@ export interface DraftStore {
    */
   heartbeat?(): Promise<DraftRecord[]>;
   readonly intervalMs?: number;
+  /**
+   * Shared stores: takes one of the mailbox's in-flight slots for the draft's DELETE, counted with
+   * every relay's deliveries (false: all taken, or the mailbox paused); given back by put, drop or
+   * releaseSlot. Without it the relay's own count is the limit (it is the only one sending).
+   */
+  takeSlot?(draftId: string): Promise<boolean>;
+  releaseSlot?(draftId: string): Promise<void>;
 }
 
 /** Counts of one minute (minute = ms since the epoch / 60,000, rounded down). */

@@ -113,11 +113,15 @@ describe('spool import', () => {
     expect(first.out).toContain('imported 2 waiting and 1 failed message(s)');
     expect(first.code).toBe(0);
     const rows = await query<{ id: string; state: string; attempts: number; size: string }>(url, "SELECT id, state, (entry->>'attempts')::int AS attempts, size FROM relay.messages ORDER BY id");
-    expect(rows).toEqual([
-      { id: stored[0]!.id, state: 'failed', attempts: 3, size: String(stored[0]!.size) },
-      { id: stored[1]!.id, state: 'queued', attempts: 2, size: String(stored[1]!.size) },
-      { id: stored[2]!.id, state: 'queued', attempts: 0, size: String(stored[2]!.size) },
-    ]);
+    // Queue ids made in the same millisecond differ only in their random part: compared in id order.
+    const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : 1);
+    expect(rows).toEqual(
+      [
+        { id: stored[0]!.id, state: 'failed', attempts: 3, size: String(stored[0]!.size) },
+        { id: stored[1]!.id, state: 'queued', attempts: 2, size: String(stored[1]!.size) },
+        { id: stored[2]!.id, state: 'queued', attempts: 0, size: String(stored[2]!.size) },
+      ].sort(byId),
+    );
     const bytes = await query<{ n: string }>(url, `SELECT sum(length(data)) AS n FROM relay.chunks WHERE message_id = '${stored[2]!.id}'`);
     expect(Number(bytes[0]?.n)).toBe(stored[2]!.size);
     const second = await cli(['spool', 'import', '--from', spoolDir, '--config', config]);

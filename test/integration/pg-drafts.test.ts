@@ -14,6 +14,10 @@ import nodemailer from 'nodemailer';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningEmulator } from '../../src/emulator/server.js';
+import { migrate } from '../../src/spool/postgres/migrations.js';
+import { PgSpool } from '../../src/spool/postgres/pg-spool.js';
+import { newQueueId } from '../../src/spool/queue-id.js';
+import type { ClaimLimits } from '../../src/spool/spool.js';
 import { MAILBOX, relayConfigInput, startTestEmulator, waitForDelivery } from '../helpers/harness.js';
 import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import { spawnRelay, writeConfig, type RelayProcess } from '../helpers/relay-process.js';
@@ -94,4 +98,43 @@ describe('drafts on the shared queue', () => {
     expect(survivor.output()).toContain('draft.cleanup_taken_over');
     expect(emulator.mail.retryAfterViolations).toEqual([]);
   }, 120_000);
+
+  it("a draft's DELETE holds one of the mailbox's slots in the database: with the cluster's deliveries never more than 4", async () => {
+    const url = await cluster.createDatabase();
+    const pool = new pg.Pool({ connectionString: url });
+    await migrate(pool);
+    await pool.end();
+    const spool = new PgSpool({ url });
+    try {
+      await spool.recover();
+      const limits: ClaimLimits = { maxInFlightPerMailbox: 4, messagesPerMinute: 0, recipientsPerDay: 0, leaseMs: 30_000 };
+      for (let i = 0; i < 6; i += 1) {
+        const id = newQueueId();
+        const writer = await spool.beginMessage(id);
+        await writer.write(Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+        await writer.commit({ id, receivedAt: Date.now(), envelope: { mailFrom: 'a@contoso.example', rcptTo: ['b@contoso.example'] }, client: { address: '127.0.0.1', helo: 'h' }, mailbox: MAILBOX, messageId: '<m@x>' });
+      }
+      const delivering = await spool.claim('node-a', 4, limits);
+      expect(delivering).toHaveLength(4);
+      const drafts = spool.draftStore('node-b', 30_000, () => 4);
+      await drafts.put({ draftId: 'AAMkDraft1', mailbox: MAILBOX, queueId: 'Q1', state: 'delete', since: Date.now(), attempts: 0, retryAt: 0 }, []);
+      // Four deliveries in flight: no slot for the DELETE.
+      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe(false);
+      expect(await spool.settle(delivering[0]!, { kind: 'delivered' })).toBe(true);
+      // A slot freed: the DELETE takes it, and a claim now finds none.
+      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe(true);
+      expect(await spool.claim('node-c', 4, limits)).toEqual([]);
+      // Given back (the DELETE answered): the next claim takes it.
+      await drafts.releaseSlot?.('AAMkDraft1');
+      expect(await spool.claim('node-c', 4, limits)).toHaveLength(1);
+      // A paused mailbox gives no slot either.
+      expect(await spool.settle(delivering[1]!, { kind: 'delivered' })).toBe(true);
+      await spool.pauseMailbox(MAILBOX, Date.now() + 60_000);
+      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe(false);
+      // Only the relay holding the draft takes a slot for it.
+      expect(await spool.draftStore('node-c', 30_000, () => 4).takeSlot?.('AAMkDraft1')).toBe(false);
+    } finally {
+      await spool.close();
+    }
+  }, 60_000);
 });

@@ -32,6 +32,7 @@ export class PgDraftStore implements DraftStore {
     private readonly query: Query,
     private readonly node: string,
     private readonly leaseMs: number,
+    private readonly maxInFlight: () => number,
   ) {
     // Renewed three times per lease, like a message's lease (a missed beat or two loses nothing).
     this.intervalMs = Math.max(100, Math.floor(leaseMs / 3));
@@ -59,9 +60,18 @@ export class PgDraftStore implements DraftStore {
     await this.query(
       `INSERT INTO relay.drafts (draft_id, mailbox, graph_profile, queue_id, state, since, attempts, owner, owner_until)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond')
-       ON CONFLICT (draft_id) DO UPDATE SET state = EXCLUDED.state, attempts = EXCLUDED.attempts, owner = EXCLUDED.owner, owner_until = EXCLUDED.owner_until`,
+       ON CONFLICT (draft_id) DO UPDATE SET state = EXCLUDED.state, attempts = EXCLUDED.attempts, owner = EXCLUDED.owner, owner_until = EXCLUDED.owner_until, deleting_until = NULL`,
       [record.draftId, record.mailbox, record.graphProfile ?? null, record.queueId, record.state, record.since, record.attempts, this.node, this.leaseMs],
     );
+  }
+
+  async takeSlot(draftId: string): Promise<boolean> {
+    const { rows } = await this.query<{ taken: boolean }>('SELECT relay.take_draft_slot($1, $2, $3, $4) AS taken', [draftId, this.node, this.maxInFlight(), this.leaseMs]);
+    return rows[0]?.taken === true;
+  }
+
+  async releaseSlot(draftId: string): Promise<void> {
+    await this.query('UPDATE relay.drafts SET deleting_until = NULL WHERE draft_id = $1 AND owner = $2', [draftId, this.node]);
   }
 
   async drop(draftId: string): Promise<void> {

@@ -216,6 +216,83 @@ CREATE TABLE relay.drafts (
 );
 CREATE INDEX drafts_owner ON relay.drafts (owner);
 CREATE INDEX drafts_lapsing ON relay.drafts (owner_until);
+
+-- A draft's DELETE is a request to the mailbox like any other: while one is under way it holds one
+-- of the mailbox's in-flight slots (deleting_until, a lease like a delivery's), counted by claims.
+ALTER TABLE relay.drafts ADD COLUMN deleting_until timestamptz;
+CREATE INDEX drafts_deleting ON relay.drafts (mailbox) WHERE deleting_until IS NOT NULL;
+
+CREATE FUNCTION relay.draft_deletes_in_flight(p_mailbox text) RETURNS bigint LANGUAGE sql STABLE AS $fn$
+  SELECT count(*) FROM relay.drafts d WHERE d.mailbox = p_mailbox AND d.deleting_until >= now()
+$fn$;
+
+-- Takes a slot of the draft's mailbox for its DELETE, under the mailbox's row lock like a claim, so
+-- the cluster's deliveries and DELETEs together stay within p_max_in_flight. False: paused, or full.
+CREATE FUNCTION relay.take_draft_slot(p_draft text, p_node text, p_max_in_flight int, p_lease_ms bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  v_mailbox text;
+  v_busy bigint;
+BEGIN
+  SELECT d.mailbox INTO v_mailbox FROM relay.drafts d WHERE d.draft_id = p_draft AND d.owner = p_node;
+  IF v_mailbox IS NULL THEN RETURN false; END IF;
+  INSERT INTO relay.mailboxes (mailbox) VALUES (v_mailbox) ON CONFLICT (mailbox) DO NOTHING;
+  PERFORM 1 FROM relay.mailboxes mb WHERE mb.mailbox = v_mailbox AND coalesce(mb.paused_until, '-infinity') <= now() FOR UPDATE;
+  IF NOT FOUND THEN RETURN false; END IF;
+  -- A fresh snapshot after the lock (READ COMMITTED, one per statement): every claim committed before it counts.
+  SELECT count(*) + relay.draft_deletes_in_flight(v_mailbox) INTO v_busy FROM relay.messages m
+   WHERE m.mailbox = v_mailbox AND m.lease_token IS NOT NULL AND m.lease_until >= now() AND NOT m.standby;
+  IF v_busy >= p_max_in_flight THEN RETURN false; END IF;
+  UPDATE relay.drafts d SET deleting_until = now() + p_lease_ms * interval '1 millisecond' WHERE d.draft_id = p_draft;
+  RETURN true;
+END
+$fn$;
+
+-- claim_for as in migration 2, counting the drafts' DELETEs under way as requests in flight.
+CREATE OR REPLACE FUNCTION relay.claim_for(p_mailbox text, p_node text, p_max int, p_max_in_flight int, p_per_minute int, p_per_day int, p_lease_ms bigint, p_now bigint,
+                                p_standby int DEFAULT 0, p_have_slot boolean DEFAULT false)
+RETURNS TABLE (entry jsonb, held boolean, run_at bigint, lease_token uuid, standby boolean)
+LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_send bigint;
+  v_total bigint;
+  v_day bigint;
+  v_ids text[] := ARRAY[]::text[];
+  v_row record;
+BEGIN
+  -- In flight: the mailbox's leased deliveries and the drafts' DELETEs under way (migration 4).
+  SELECT greatest(0, least(p_max, p_max_in_flight - count(*) - relay.draft_deletes_in_flight(p_mailbox))) INTO v_send FROM relay.messages m
+   WHERE m.mailbox = p_mailbox AND m.lease_token IS NOT NULL AND m.lease_until >= now() AND NOT m.standby;
+  v_total := v_send + CASE WHEN v_send > 0 OR p_have_slot THEN greatest(0, p_standby) ELSE 0 END;
+  IF p_per_minute > 0 THEN
+    v_total := least(v_total, p_per_minute - (SELECT count(*) FROM relay.sends s WHERE s.mailbox = p_mailbox AND s.at > now() - interval '1 minute'));
+  END IF;
+  IF v_total <= 0 THEN RETURN; END IF;
+  SELECT coalesce(sum(s.rcpts), 0) INTO v_day FROM relay.sends s WHERE s.mailbox = p_mailbox AND s.at > now() - interval '1 day';
+  FOR v_row IN
+    SELECT m.id, m.rcpts FROM relay.messages m
+     WHERE m.mailbox = p_mailbox AND m.state = 'queued' AND NOT m.held AND m.run_at <= p_now
+       AND (m.lease_token IS NULL OR m.lease_until < now())
+     ORDER BY m.run_at, m.id LIMIT v_total FOR UPDATE SKIP LOCKED
+  LOOP
+    -- A message larger than the whole day's budget goes once the window is empty, rather than never.
+    EXIT WHEN p_per_day > 0 AND v_day + v_row.rcpts > p_per_day AND v_day > 0;
+    v_day := v_day + v_row.rcpts;
+    v_ids := v_ids || v_row.id;
+  END LOOP;
+  IF cardinality(v_ids) = 0 THEN RETURN; END IF;
+  -- The lease, its send reservation (the minute and day windows) and the mailbox's turn; the
+  -- first v_send of them (in due order) are slots, the rest standby.
+  RETURN QUERY
+    WITH c AS (UPDATE relay.messages m SET lease_owner = p_node, lease_token = gen_random_uuid(), lease_until = now() + p_lease_ms * interval '1 millisecond',
+                      standby = array_position(v_ids, m.id) > v_send
+                WHERE m.id = ANY (v_ids) RETURNING m.mailbox, m.rcpts, m.entry, m.held, m.run_at, m.lease_token, m.standby),
+         s AS (INSERT INTO relay.sends (mailbox, at, rcpts, lease_token) SELECT c.mailbox, now(), c.rcpts, c.lease_token FROM c),
+         b AS (UPDATE relay.mailboxes mb SET last_claim_at = now() WHERE mb.mailbox = p_mailbox)
+    SELECT c.entry, c.held, c.run_at, c.lease_token, c.standby FROM c ORDER BY c.standby, c.run_at;
+END
+$fn$;
 `,
   },
 ];

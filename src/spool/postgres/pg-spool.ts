@@ -258,8 +258,8 @@ export class PgSpool implements Spool {
   }
 
   /** The cluster's drafts (draft-store.ts): held by this node, taken over from nodes that stopped. */
-  draftStore(node: string, leaseMs: number): DraftStore {
-    return new PgDraftStore((text, values) => this.q(text, values), node, leaseMs);
+  draftStore(node: string, leaseMs: number, maxInFlightPerMailbox: () => number): DraftStore {
+    return new PgDraftStore((text, values) => this.q(text, values), node, leaseMs, maxInFlightPerMailbox);
   }
 
   async beginMessage(id: string): Promise<MessageWriter> {
