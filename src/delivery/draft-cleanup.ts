@@ -124,8 +124,7 @@ export class DraftCleanup {
         this.progress.delete(queueId);
         const record = building();
         if (!record) return;
-        this.records.delete(record.draftId);
-        await this.persist(record.draftId);
+        await this.forget(record.draftId);
       },
     };
   }
@@ -142,9 +141,15 @@ export class DraftCleanup {
     this.pump();
   }
 
+  /** Drops a draft from the store, then from memory: a failed drop leaves it to be tried again (a DELETE answers 404 then). */
+  private async forget(draftId: string): Promise<void> {
+    await this.persist(draftId);
+    this.records.delete(draftId);
+  }
+
   /** Records a draft's new state, or (given its id) that it is gone; writes go one after the other. */
   private persist(change: DraftRecord | string): Promise<void> {
-    const all = [...this.records.values()].map((r) => ({ ...r }));
+    const all = [...this.records.values()].filter((r) => r.draftId !== change).map((r) => ({ ...r }));
     let write: () => Promise<void>;
     if (typeof change === 'string') {
       write = () => this.store.drop(change, all);
@@ -175,11 +180,17 @@ export class DraftCleanup {
         wakeAt = Math.min(wakeAt, now + SLOT_POLL_MS);
         continue;
       }
-      const run = this.deleteOne(record).finally(() => {
-        this.running.delete(record.draftId);
-        this.deps.mailboxes.release(record.mailbox);
-        this.pump();
-      });
+      const run = this.deleteOne(record)
+        // A store that cannot be written (the database away): the record stays and is tried again.
+        .catch((err: Error) => {
+          record.retryAt = this.deps.clock.now() + backoffDelayMs(Math.max(1, record.attempts), this.deps.backoff);
+          this.deps.logger.warn({ event: 'draft.record_failed', queueId: record.queueId, mailbox: record.mailbox, draftId: record.draftId, err: err.message }, 'the record of a draft could not be written; its deletion is tried again');
+        })
+        .finally(() => {
+          this.running.delete(record.draftId);
+          this.deps.mailboxes.release(record.mailbox);
+          this.pump();
+        });
       this.running.set(record.draftId, run);
     }
     if (wakeAt !== Infinity) {
@@ -192,9 +203,23 @@ export class DraftCleanup {
     const { clock } = this.deps;
     // On a shared store the DELETE also holds one of the mailbox's slots in the database, counted
     // with every relay's deliveries; when they are all taken, look again in a moment.
-    if (this.store.takeSlot && !(await this.store.takeSlot(record.draftId).catch(() => false))) {
-      record.retryAt = clock.now() + SLOT_POLL_MS;
-      return;
+    if (this.store.takeSlot) {
+      const slot = await this.store.takeSlot(record.draftId);
+      if (slot === 'missing') {
+        // Its row was never written (the database was away then): written now, the slot asked next time.
+        await this.persist(record);
+        record.retryAt = clock.now() + SLOT_POLL_MS;
+        return;
+      }
+      if (slot === 'other') {
+        // Another relay took it over while this one could not renew its hold: it deletes the draft.
+        this.records.delete(record.draftId);
+        return;
+      }
+      if (slot !== 'taken') {
+        record.retryAt = clock.now() + SLOT_POLL_MS;
+        return;
+      }
     }
     let slotGivenBack = false;
     try {
@@ -218,8 +243,7 @@ export class DraftCleanup {
     if (isHeld(outcome)) return false; // the mailbox was paused meanwhile: pump() waits for the pause
     // 404: already gone (sent after all, or deleted by someone): nothing left to clean up.
     if (outcome.kind === 'http' && (outcome.status < 300 || outcome.status === 404)) {
-      this.records.delete(record.draftId);
-      await this.persist(record.draftId);
+      await this.forget(record.draftId);
       logger.info({ event: 'draft.deleted', queueId: record.queueId, mailbox: record.mailbox, draftId: record.draftId, status: outcome.status }, 'draft deleted');
       return true;
     }

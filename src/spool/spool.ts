@@ -140,10 +140,11 @@ export interface DraftStore {
   readonly intervalMs?: number;
   /**
    * Shared stores: takes one of the mailbox's in-flight slots for the draft's DELETE, counted with
-   * every relay's deliveries (false: all taken, or the mailbox paused); given back by put, drop or
-   * releaseSlot. Without it the relay's own count is the limit (it is the only one sending).
+   * every relay's deliveries; given back by put, drop or releaseSlot. 'busy': all taken or the
+   * mailbox paused; 'missing': no record of the draft in the store; 'other': another relay holds
+   * it now. Without it the relay's own count is the limit (it is the only one sending).
    */
-  takeSlot?(draftId: string): Promise<boolean>;
+  takeSlot?(draftId: string): Promise<'taken' | 'busy' | 'missing' | 'other'>;
   releaseSlot?(draftId: string): Promise<void>;
 }
 

@@ -82,7 +82,7 @@ describe('drafts on the shared queue', () => {
       owner = rows.find((r) => r.state === 'building')?.owner ?? '';
       return owner !== '' && emulator.mail.drafts.size === 1;
     }, 30_000);
-    const holder = nodes.find((n) => owner.endsWith(`:${n.child.pid}`));
+    const holder = nodes.find((n) => owner.includes(`:${n.child.pid}#`));
     expect(holder, `no relay has pid of ${owner}`).toBeDefined();
     const survivor = nodes.find((n) => n !== holder) as RelayProcess;
     await holder!.stop('SIGKILL');
@@ -119,10 +119,11 @@ describe('drafts on the shared queue', () => {
       const drafts = spool.draftStore('node-b', 30_000, () => 4);
       await drafts.put({ draftId: 'AAMkDraft1', mailbox: MAILBOX, queueId: 'Q1', state: 'delete', since: Date.now(), attempts: 0, retryAt: 0 }, []);
       // Four deliveries in flight: no slot for the DELETE.
-      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe(false);
+      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe('busy');
+      expect(await drafts.takeSlot?.('AAMkNeverRecorded')).toBe('missing');
       expect(await spool.settle(delivering[0]!, { kind: 'delivered' })).toBe(true);
       // A slot freed: the DELETE takes it, and a claim now finds none.
-      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe(true);
+      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe('taken');
       expect(await spool.claim('node-c', 4, limits)).toEqual([]);
       // Given back (the DELETE answered): the next claim takes it.
       await drafts.releaseSlot?.('AAMkDraft1');
@@ -130,9 +131,10 @@ describe('drafts on the shared queue', () => {
       // A paused mailbox gives no slot either.
       expect(await spool.settle(delivering[1]!, { kind: 'delivered' })).toBe(true);
       await spool.pauseMailbox(MAILBOX, Date.now() + 60_000);
-      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe(false);
-      // Only the relay holding the draft takes a slot for it.
-      expect(await spool.draftStore('node-c', 30_000, () => 4).takeSlot?.('AAMkDraft1')).toBe(false);
+      expect(await drafts.takeSlot?.('AAMkDraft1')).toBe('busy');
+      // Only the relay holding the draft takes a slot for it (even one of the same name: a random part tells them apart).
+      expect(await spool.draftStore('node-c', 30_000, () => 4).takeSlot?.('AAMkDraft1')).toBe('other');
+      expect(await spool.draftStore('node-b', 30_000, () => 4).takeSlot?.('AAMkDraft1')).toBe('other');
     } finally {
       await spool.close();
     }

@@ -21,3 +21,15 @@ describe('the clock offset from the database (Cristian)', () => {
     expect(() => offsetFromSamples([])).toThrow(/no clock samples/);
   });
 });
+
+describe('an entry moved between clocks', () => {
+  it('moves every time it carries, and leaves 0 ("none") and absent times alone', async () => {
+    const { shiftEntryTimes } = await import('../../src/spool/postgres/clock-offset.js');
+    const entry = { version: 1 as const, id: '0MX6ATIPM27E5E0AEC1', receivedAt: 1_000, envelope: { mailFrom: 'a@x', rcptTo: ['b@x'] }, client: { address: '127.0.0.1', helo: 'h' }, size: 1, mailbox: 'm@x', attempts: 1, nextAttemptAt: 5_000, held: false, lastError: { at: 4_000, kind: 'transient' as const, message: 'x' }, failedAt: 0 };
+    const moved = shiftEntryTimes(entry, 60_000);
+    expect(moved).toMatchObject({ receivedAt: 61_000, nextAttemptAt: 65_000, lastError: { at: 64_000 }, failedAt: 0 });
+    expect('requeuedAt' in moved).toBe(false);
+    expect(shiftEntryTimes(moved, -60_000)).toEqual(entry);
+    expect(shiftEntryTimes(entry, 0)).toBe(entry);
+  });
+});

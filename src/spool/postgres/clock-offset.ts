@@ -8,6 +8,8 @@
  * every other relay (test/integration/pg-clock-skew.test.ts shows both).
  */
 
+import type { SpoolEntry } from '../entry.js';
+
 /** One reading: this relay's clock before and after asking, and the database's answer. */
 export interface ClockSample {
   sentAt: number;
@@ -39,3 +41,21 @@ export function offsetFromSamples(samples: readonly ClockSample[]): ClockOffset 
  * relay converts and keeps working correctly either way.
  */
 export const NOTABLE_SKEW_MS = 1_000;
+
+/**
+ * The entry with every time it carries moved by `byMs` (to the database's clock: +offset; back to
+ * this relay's: -offset). Received, failed and requeued times decide a message's lifetime and age on
+ * whichever relay reads them, so they are kept on the cluster's clock like the due time.
+ */
+export function shiftEntryTimes(entry: SpoolEntry, byMs: number): SpoolEntry {
+  if (byMs === 0) return entry;
+  const shift = (ms: number) => (ms === 0 ? 0 : ms + byMs);
+  return {
+    ...entry,
+    receivedAt: shift(entry.receivedAt),
+    nextAttemptAt: shift(entry.nextAttemptAt),
+    ...(entry.failedAt !== undefined ? { failedAt: shift(entry.failedAt) } : {}),
+    ...(entry.requeuedAt !== undefined ? { requeuedAt: shift(entry.requeuedAt) } : {}),
+    ...(entry.lastError ? { lastError: { ...entry.lastError, at: shift(entry.lastError.at) } } : {}),
+  };
+}

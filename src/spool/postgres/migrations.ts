@@ -227,24 +227,27 @@ CREATE FUNCTION relay.draft_deletes_in_flight(p_mailbox text) RETURNS bigint LAN
 $fn$;
 
 -- Takes a slot of the draft's mailbox for its DELETE, under the mailbox's row lock like a claim, so
--- the cluster's deliveries and DELETEs together stay within p_max_in_flight. False: paused, or full.
-CREATE FUNCTION relay.take_draft_slot(p_draft text, p_node text, p_max_in_flight int, p_lease_ms bigint) RETURNS boolean
+-- the cluster's deliveries and DELETEs together stay within p_max_in_flight. Answers 'taken', 'busy'
+-- (paused, or every slot in use), 'missing' (no row: never written) or 'other' (another relay holds it).
+CREATE FUNCTION relay.take_draft_slot(p_draft text, p_owner text, p_max_in_flight int, p_lease_ms bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
   v_mailbox text;
+  v_owner text;
   v_busy bigint;
 BEGIN
-  SELECT d.mailbox INTO v_mailbox FROM relay.drafts d WHERE d.draft_id = p_draft AND d.owner = p_node;
-  IF v_mailbox IS NULL THEN RETURN false; END IF;
+  SELECT d.mailbox, d.owner INTO v_mailbox, v_owner FROM relay.drafts d WHERE d.draft_id = p_draft;
+  IF v_mailbox IS NULL THEN RETURN 'missing'; END IF;
+  IF v_owner <> p_owner THEN RETURN 'other'; END IF;
   INSERT INTO relay.mailboxes (mailbox) VALUES (v_mailbox) ON CONFLICT (mailbox) DO NOTHING;
   PERFORM 1 FROM relay.mailboxes mb WHERE mb.mailbox = v_mailbox AND coalesce(mb.paused_until, '-infinity') <= now() FOR UPDATE;
-  IF NOT FOUND THEN RETURN false; END IF;
+  IF NOT FOUND THEN RETURN 'busy'; END IF;
   -- A fresh snapshot after the lock (READ COMMITTED, one per statement): every claim committed before it counts.
   SELECT count(*) + relay.draft_deletes_in_flight(v_mailbox) INTO v_busy FROM relay.messages m
    WHERE m.mailbox = v_mailbox AND m.lease_token IS NOT NULL AND m.lease_until >= now() AND NOT m.standby;
-  IF v_busy >= p_max_in_flight THEN RETURN false; END IF;
-  UPDATE relay.drafts d SET deleting_until = now() + p_lease_ms * interval '1 millisecond' WHERE d.draft_id = p_draft;
-  RETURN true;
+  IF v_busy >= p_max_in_flight THEN RETURN 'busy'; END IF;
+  UPDATE relay.drafts d SET deleting_until = now() + p_lease_ms * interval '1 millisecond' WHERE d.draft_id = p_draft AND d.owner = p_owner;
+  RETURN CASE WHEN FOUND THEN 'taken' ELSE 'other' END;
 END
 $fn$;
 

@@ -26,7 +26,7 @@ import type { SpoolEntry } from '../entry.js';
 import type { ActivityStore, ClaimLimits, DraftStore, HandOver, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
 import { SpoolBusyError, STANDBY_READ_AHEAD_BYTES } from '../spool.js';
 import { ACTIVITY_KEEP, PgActivityStore } from './activity.js';
-import { NOTABLE_SKEW_MS, offsetFromSamples, type ClockSample } from './clock-offset.js';
+import { NOTABLE_SKEW_MS, offsetFromSamples, shiftEntryTimes, type ClockSample } from './clock-offset.js';
 import { PgDraftStore } from './draft-store.js';
 import { NotificationListener, CHANNEL } from './listener.js';
 import { createPool, DatabaseHealth } from './pg-connection.js';
@@ -72,6 +72,8 @@ function withReadAhead(call: string, columns: string): string {
 
 /** Clock readings per measurement: the shortest round trip of three is the one used. */
 const CLOCK_SAMPLES = 3;
+/** A measurement less certain than this (half its shortest round trip) does not replace a known offset. */
+const MAX_CLOCK_UNCERTAINTY_MS = 100;
 
 export class PgSpool implements Spool {
   readonly pool: pg.Pool;
@@ -156,16 +158,19 @@ export class PgSpool implements Spool {
     this.toWake.add(mailbox);
     if (this.waking) return;
     this.waking = (async () => {
-      while (this.toWake.size > 0) {
-        const mailboxes = [...this.toWake];
-        this.toWake.clear();
-        await this.q(`SELECT pg_notify('${CHANNEL}', 'wake ' || m) FROM unnest($1::text[]) AS m`, [mailboxes]);
-      }
-    })()
-      .catch(() => this.toWake.clear()) // the database is away: health says so, the poll finds the mail
-      .finally(() => {
+      try {
+        while (this.toWake.size > 0) {
+          const mailboxes = [...this.toWake];
+          this.toWake.clear();
+          await this.q(`SELECT pg_notify('${CHANNEL}', 'wake ' || m) FROM unnest($1::text[]) AS m`, [mailboxes]);
+        }
+      } catch {
+        this.toWake.clear(); // the database is away: health says so, the poll finds the mail
+      } finally {
+        // In the same turn as the last look at toWake: a mailbox added after it starts a new round.
         this.waking = null;
-      });
+      }
+    })();
   }
 
   private dispatch(payload: string): void {
@@ -202,7 +207,12 @@ export class PgSpool implements Spool {
   }
 
   private toEntry(row: Row): SpoolEntry {
-    return { ...row.entry, held: row.held, nextAttemptAt: this.fromDb(Number(row.run_at)) };
+    return { ...shiftEntryTimes(row.entry, -(this.offsetMs ?? 0)), held: row.held, nextAttemptAt: this.fromDb(Number(row.run_at)) };
+  }
+
+  /** The entry as stored: its times on the database's clock (toEntry reads them back on this relay's). */
+  private stored(entry: SpoolEntry): string {
+    return JSON.stringify(shiftEntryTimes(entry, this.offsetMs ?? 0));
   }
 
   /**
@@ -211,13 +221,21 @@ export class PgSpool implements Spool {
    * steps them, so it is measured again rather than once.
    */
   async measureClock(): Promise<number> {
-    const samples: ClockSample[] = [];
-    for (let i = 0; i < CLOCK_SAMPLES; i++) {
-      const sentAt = this.now();
-      const { rows } = await this.q<{ ms: string }>(`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8::text AS ms`);
-      samples.push({ sentAt, receivedAt: this.now(), databaseMs: Number(rows[0]?.ms) });
-    }
+    // On one connection of its own, timed around the query alone: a wait for a free connection of
+    // the pool (shared with intake and claims) comes before the database reads its clock and would
+    // break the halfway assumption.
+    const samples = await this.tx(async (client) => {
+      const taken: ClockSample[] = [];
+      for (let i = 0; i < CLOCK_SAMPLES; i++) {
+        const sentAt = this.now();
+        const { rows } = await client.query<{ ms: string }>(`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8::text AS ms`);
+        taken.push({ sentAt, receivedAt: this.now(), databaseMs: Number(rows[0]?.ms) });
+      }
+      return taken;
+    });
     const { offsetMs, uncertaintyMs } = offsetFromSamples(samples);
+    // A busy moment (every round trip long) measures nothing better than what is known: kept.
+    if (this.offsetMs !== null && uncertaintyMs > MAX_CLOCK_UNCERTAINTY_MS) return this.offsetMs;
     this.offsetMs = offsetMs;
     const notable = Math.abs(offsetMs) > NOTABLE_SKEW_MS;
     if (notable && !this.skewNoticed) this.options.onNotice?.('spool.clock_skew', { offsetMs, uncertaintyMs });
@@ -304,7 +322,7 @@ export class PgSpool implements Spool {
         const last = Buffer.concat(pending, pendingBytes);
         pending = [];
         pendingBytes = 0;
-        const values = [id, JSON.stringify(entry), entry.mailbox, this.toDb(entry.nextAttemptAt), size, entry.envelope.rcptTo.length];
+        const values = [id, this.stored(entry), entry.mailbox, this.toDb(entry.nextAttemptAt), size, entry.envelope.rcptTo.length];
         // One statement is one transaction: the message is queued and its mailbox known together,
         // or not at all. The cluster is woken right after (wakeCluster).
         const tail = `mb AS (INSERT INTO relay.mailboxes (mailbox) VALUES ($3) ON CONFLICT (mailbox) DO NOTHING)
@@ -350,7 +368,7 @@ export class PgSpool implements Spool {
     await this.q(`UPDATE relay.messages SET state = $2, entry = $3, held = $4, run_at = $5 WHERE id = $1`, [
       entry.id,
       where === 'queue' ? 'queued' : 'failed',
-      JSON.stringify(entry),
+      this.stored(entry),
       entry.held,
       this.toDb(entry.nextAttemptAt),
     ]);
@@ -425,7 +443,7 @@ export class PgSpool implements Spool {
     return {
       depth: Number(row?.depth ?? 0),
       held: Number(row?.held ?? 0),
-      oldestReceivedAt: row?.oldest == null ? null : Number(row.oldest),
+      oldestReceivedAt: row?.oldest == null ? null : this.fromDb(Number(row.oldest)),
       inFlightByMailbox: new Map(leased.rows.map((r) => [r.mailbox, Number(r.n)])),
     };
   }
@@ -444,7 +462,7 @@ export class PgSpool implements Spool {
     await this.changeUnleased(
       entry.id,
       `UPDATE relay.messages SET entry = $2, held = $3, run_at = $4, lease_owner = NULL, lease_token = NULL, lease_until = NULL WHERE id = $1 AND state = 'queued'`,
-      [entry.id, JSON.stringify(entry), entry.held, this.toDb(entry.nextAttemptAt)],
+      [entry.id, this.stored(entry), entry.held, this.toDb(entry.nextAttemptAt)],
     );
     if (!entry.held) await this.q(`SELECT pg_notify('${CHANNEL}', $1)`, [`wake ${entry.mailbox}`]);
   }
@@ -457,7 +475,7 @@ export class PgSpool implements Spool {
     await this.changeUnleased(
       entry.id,
       `UPDATE relay.messages SET state = 'failed', entry = $2, lease_owner = NULL, lease_token = NULL, lease_until = NULL WHERE id = $1 AND state = 'queued'`,
-      [entry.id, JSON.stringify(entry)],
+      [entry.id, this.stored(entry)],
     );
   }
 
@@ -467,7 +485,7 @@ export class PgSpool implements Spool {
       `WITH m AS (UPDATE relay.messages SET state = 'queued', entry = $2, held = $3, run_at = $4 WHERE id = $1 AND state = 'failed'),
        mb AS (INSERT INTO relay.mailboxes (mailbox) VALUES ($5) ON CONFLICT (mailbox) DO NOTHING)
        SELECT pg_notify('${CHANNEL}', $6)`,
-      [entry.id, JSON.stringify(entry), entry.held, this.toDb(entry.nextAttemptAt), entry.mailbox, `wake ${entry.mailbox}`],
+      [entry.id, this.stored(entry), entry.held, this.toDb(entry.nextAttemptAt), entry.mailbox, `wake ${entry.mailbox}`],
     );
   }
 
@@ -567,7 +585,7 @@ export class PgSpool implements Spool {
         lease.entry.id,
         lease.token,
         outcome.kind,
-        e ? JSON.stringify(e) : null,
+        e ? this.stored(e) : null,
         e?.held ?? false,
         runAt,
         claim !== null,
