@@ -110,3 +110,14 @@ export async function startPgCluster(): Promise<PgCluster> {
     },
   };
 }
+
+/** One statement on its own connection: its rows (for a test's look into the database). */
+export async function queryRows<R extends pg.QueryResultRow>(url: string, text: string): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}

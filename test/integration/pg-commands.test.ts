@@ -9,12 +9,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsSpool } from '../../src/spool/fs/fs-spool.js';
 import { LATEST_VERSION, MIGRATIONS } from '../../src/spool/postgres/migrations.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
-import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
+import { queryRows, startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import { MAIN, writeConfig } from '../helpers/relay-process.js';
 
 const run = promisify(execFile);
@@ -48,15 +47,7 @@ async function cli(args: string[]): Promise<{ code: number; out: string }> {
   }
 }
 
-async function query<R extends pg.QueryResultRow>(url: string, text: string): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<R>(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
+const query = queryRows;
 
 describe('db migrate', () => {
   it('applies each migration once when three nodes migrate at the same moment, and refuses a newer schema', async () => {

@@ -19,7 +19,7 @@ import { PgSpool } from '../../src/spool/postgres/pg-spool.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 import type { ClaimLimits } from '../../src/spool/spool.js';
 import { MAILBOX, relayConfigInput, startTestEmulator, waitForDelivery } from '../helpers/harness.js';
-import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
+import { queryRows, startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import { spawnRelay, writeConfig, type RelayProcess } from '../helpers/relay-process.js';
 import { until } from '../helpers/wait.js';
 
@@ -39,15 +39,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function query<R extends pg.QueryResultRow>(url: string, text: string): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<R>(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
+const query = queryRows;
 
 describe('drafts on the shared queue', () => {
   it("a relay SIGKILLed while it holds a draft: another relay delivers the message and deletes the dead relay's draft", async () => {
