@@ -210,17 +210,24 @@ export async function clusterFigures(ctx) {
       const total = counts.delivery * mailboxes.length;
       await Promise.all(nodes.map((n) => nodeLoad(n.port, Math.floor(total / 3), true)));
       const cpuBefore = nodes.reduce((sum, n) => sum + cpuUs(n.pid), 0);
+      const connectionsBefore = emulator.connectionPorts.length;
       const start = Date.now();
       await db.query(`UPDATE relay.mailboxes SET paused_until = NULL`);
       await db.query(`SELECT pg_notify('smtp_graph_relay', 'wake')`);
       await db.end();
       await emulator.mail.waitForDelivered(before + 3 * Math.floor(total / 3), 300_000);
+      // A message counts as delivered when the emulator takes it, ~100 ms before its answer leaves:
+      // wait for every answer, or the last requests fall out of the span and the rate comes out
+      // higher than Graph allows (seen in the smoke run: 22 of 24 answered, 1.07-1.12x).
+      const ours = () => emulator.mail.requests.filter((q) => q.at >= start && mailboxes.includes(q.mailbox ?? ''));
+      for (const deadline = Date.now() + 10_000; ours().some((q) => q.doneAt === undefined) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
       const batch = emulator.mail.delivered.slice(before);
+      const connectionsOpened = emulator.connectionPorts.length - connectionsBefore;
       // The relays' own work per delivered message (user + kernel, all three): what a cycle costs them.
       const relayCpuUsPerMsg = (nodes.reduce((sum, n) => sum + cpuUs(n.pid), 0) - cpuBefore) / batch.length;
       const limit = (mailboxes.length * emulator.mail.concurrencyLimit) / (emulator.mail.latencyMs / 1000);
       await stopAll(nodes);
-      const spans = emulator.mail.requests.filter((q) => q.at >= start && q.doneAt !== undefined && mailboxes.includes(q.mailbox ?? ''));
+      const spans = ours().filter((q) => q.doneAt !== undefined);
       // The rate Graph sees, from the first request to the last answer: the sustained delivery the
       // target is about. The start-up before the first request (the wake-up, a claim, a node's first
       // token) is printed on its own, and the rate counted from the unpause next to it.
@@ -244,7 +251,7 @@ export async function clusterFigures(ctx) {
       }
       gaps.sort((a, b) => a - b);
       const gapMs = { mean: gaps.reduce((a, b) => a + b, 0) / Math.max(1, gaps.length), p50: gaps[Math.floor(gaps.length / 2)] ?? 0, p90: gaps[Math.floor(gaps.length * 0.9)] ?? 0, max: gaps[gaps.length - 1] ?? 0, startMs: firstAt - start };
-      return { emulatorHeapMbBefore: heapBefore / 2 ** 20, msgPerSec: rate, graphLimitMsgPerSec: limit, ratio: rate / limit, fromUnpauseRatio: fromUnpauseRate / limit, occupancy, meanAnswerMs, gapMs, relayCpuUsPerMsg, selfInflicted429: emulator.mail.concurrencyThrottles - throttles, maxInFlight: Math.max(...mailboxes.map((m) => emulator.mail.maxInFlightSeen.get(m) ?? 0)) };
+      return { connectionsOpened, emulatorHeapMbBefore: heapBefore / 2 ** 20, msgPerSec: rate, graphLimitMsgPerSec: limit, ratio: rate / limit, fromUnpauseRatio: fromUnpauseRate / limit, occupancy, meanAnswerMs, gapMs, relayCpuUsPerMsg, selfInflicted429: emulator.mail.concurrencyThrottles - throttles, maxInFlight: Math.max(...mailboxes.map((m) => emulator.mail.maxInFlightSeen.get(m) ?? 0)) };
     };
     out.deliveryThreeNodesOneMailbox = { ...(await deliver(['relay@bench.example'])), target: [0.95, 1.0] };
     for (const m of ['second@bench.example', 'third@bench.example']) emulator.mail.addMailbox({ upn: m, displayName: m });
@@ -267,7 +274,7 @@ export function clusterReport(c, f, ok) {
   if (!d1) return intake;
   return [
     ...intake,
-    `8. delivery, three nodes, one mailbox: ${f(d1.msgPerSec)} msg/s of ${f(d1.graphLimitMsgPerSec, 0)} allowed = ${f(d1.ratio, 3)}x (target 0.95-1.0x: ${ok(d1.ratio >= 0.95 && d1.ratio <= 1.0)}); self-inflicted 429s ${d1.selfInflicted429}; max in flight ${d1.maxInFlight}; slots busy ${f((d1.occupancy ?? 0) * 100)} % of the time, answers in ${f(d1.meanAnswerMs ?? 0, 1)} ms on average, a freed slot's next request ${f(d1.gapMs?.mean ?? 0, 1)} ms after the answer (p50 ${f(d1.gapMs?.p50 ?? 0, 1)}, p90 ${f(d1.gapMs?.p90 ?? 0, 1)}, max ${f(d1.gapMs?.max ?? 0, 0)}), first request ${f(d1.gapMs?.startMs ?? 0, 0)} ms after the unpause (the emulator held ${f(d1.emulatorHeapMbBefore ?? 0, 0)} MB of earlier figures' messages, forgotten first) (counted from there: ${f(d1.fromUnpauseRatio ?? 0, 3)}x); relays' CPU ${f(d1.relayCpuUsPerMsg ?? 0, 0)} us per message`,
+    `8. delivery, three nodes, one mailbox: ${f(d1.msgPerSec)} msg/s of ${f(d1.graphLimitMsgPerSec, 0)} allowed = ${f(d1.ratio, 3)}x (target 0.95-1.0x: ${ok(d1.ratio >= 0.95 && d1.ratio <= 1.0)}); self-inflicted 429s ${d1.selfInflicted429}; max in flight ${d1.maxInFlight}; slots busy ${f((d1.occupancy ?? 0) * 100)} % of the time, answers in ${f(d1.meanAnswerMs ?? 0, 1)} ms on average, a freed slot's next request ${f(d1.gapMs?.mean ?? 0, 1)} ms after the answer (p50 ${f(d1.gapMs?.p50 ?? 0, 1)}, p90 ${f(d1.gapMs?.p90 ?? 0, 1)}, max ${f(d1.gapMs?.max ?? 0, 0)}), first request ${f(d1.gapMs?.startMs ?? 0, 0)} ms after the unpause (the emulator held ${f(d1.emulatorHeapMbBefore ?? 0, 0)} MB of earlier figures' messages, forgotten first) (counted from there: ${f(d1.fromUnpauseRatio ?? 0, 3)}x); relays' CPU ${f(d1.relayCpuUsPerMsg ?? 0, 0)} us per message; ${d1.connectionsOpened ?? 0} connections to Graph opened during the run`,
     `   three nodes, three mailboxes: ${f(d3.msgPerSec)} msg/s of ${f(d3.graphLimitMsgPerSec, 0)} allowed = ${f(d3.ratio, 3)}x; self-inflicted 429s ${d3.selfInflicted429}; max in flight per mailbox ${d3.maxInFlight}; slots busy ${f((d3.occupancy ?? 0) * 100)} %`,
   ];
 }
