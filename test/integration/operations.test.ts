@@ -176,18 +176,26 @@ describe.each(['filesystem', 'postgres'] as const)('%s spool', (backend: SpoolBa
       }
       expect(stopCodes).toEqual(backend === 'postgres' ? [0, 0] : [0]);
       // Stopped relay: the same commands work on the spool itself (the files, or the database).
-      const offline = await listed('--failed');
+      // Given with admin.listen off: under a parallel CI run another test's server can bind the
+      // freed admin port, and a command would then ask that server (the fallback when nothing
+      // answers on admin.listen is tested in operator-cli.test.ts). A CI run saw `list` come back
+      // empty here once.
+      const offlineConfig = path.join(dir, `queue-${backend}-offline.yaml`);
+      await writeConfig(offlineConfig, { ...relayConfigInput(emulator, spoolDir, { graph: { caFile }, spool }), admin: { listen: false } });
+      const cliOffline = cliOn(offlineConfig);
+      const listedOffline = async (...flags: string[]) => JSON.parse((await cliOffline('list', '--json', ...flags)).stdout) as Array<{ id: string; state: string }>;
+      const offline = await listedOffline('--failed');
       expect(offline).toHaveLength(2);
       const [e] = offline.map((i) => i.id).filter((i) => i !== f) as [string];
-      expect((await cli('retry', e)).code).toBe(0);
-      expect((await cli('purge', '--failed', '--older-than', '0s')).stdout).toContain('purged: 1');
+      expect((await cliOffline('retry', e)).code).toBe(0);
+      expect((await cliOffline('purge', '--failed', '--older-than', '0s')).stdout).toContain('purged: 1');
       // Back in the queue with its attempts kept: deferred (stateOf in queue-control.ts).
-      expect((await listed()).map((i) => `${i.id}:${i.state}`)).toEqual([`${e}:deferred`]);
-      expect((await cli('hold', e)).code).toBe(0);
-      expect((await cli('show', e)).stdout).toMatch(new RegExp(`^${e}  held`));
-      expect((await cli('release', e)).code).toBe(0);
-      expect((await cli('delete', e)).code).toBe(0);
-      expect(await listed()).toEqual([]);
+      expect((await listedOffline()).map((i) => `${i.id}:${i.state}`)).toEqual([`${e}:deferred`]);
+      expect((await cliOffline('hold', e)).code).toBe(0);
+      expect((await cliOffline('show', e)).stdout).toMatch(new RegExp(`^${e}  held`));
+      expect((await cliOffline('release', e)).code).toBe(0);
+      expect((await cliOffline('delete', e)).code).toBe(0);
+      expect(await listedOffline()).toEqual([]);
       // About 30 CLI processes in a row, each with its own 15 s deadline; several seconds each on a loaded 2-core machine.
     }, 180_000);
   });
