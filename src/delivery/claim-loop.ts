@@ -167,9 +167,14 @@ export class ClaimLoop {
    * Only deliveries count here: a draft's DELETE (tryAcquire) passes nothing on when it ends.
    */
   private holdsEverySlot(mailbox: string): boolean {
-    let mine = 0;
-    for (const { lease } of this.inFlight.values()) if (lease.entry.mailbox === mailbox) mine += 1;
-    return mine >= this.options.maxInFlightPerMailbox;
+    return this.deliveriesTo(mailbox) >= this.options.maxInFlightPerMailbox;
+  }
+
+  /** This node's deliveries in flight to the mailbox. */
+  private deliveriesTo(mailbox: string): number {
+    let count = 0;
+    for (const { lease } of this.inFlight.values()) if (lease.entry.mailbox === mailbox) count += 1;
+    return count;
   }
 
   /** Queue commands may change a message unless this node is delivering it (the spool refuses other nodes' leases). */
@@ -206,9 +211,7 @@ export class ClaimLoop {
    */
   tryAcquire(mailbox: string): boolean {
     if (this.pausedUntil(mailbox) > this.clock.now()) return false;
-    let mine = this.extraInFlight.get(mailbox) ?? 0;
-    for (const { lease } of this.inFlight.values()) if (lease.entry.mailbox === mailbox) mine += 1;
-    if (mine >= this.options.maxInFlightPerMailbox) return false;
+    if ((this.extraInFlight.get(mailbox) ?? 0) + this.deliveriesTo(mailbox) >= this.options.maxInFlightPerMailbox) return false;
     this.extraInFlight.set(mailbox, (this.extraInFlight.get(mailbox) ?? 0) + 1);
     return true;
   }

@@ -42,6 +42,11 @@ export function offsetFromSamples(samples: readonly ClockSample[]): ClockOffset 
  */
 export const NOTABLE_SKEW_MS = 1_000;
 
+/** A time moved by `byMs` from one clock to the other; 0 ("no time") stays 0. */
+export function shiftTime(ms: number, byMs: number): number {
+  return ms === 0 ? 0 : ms + byMs;
+}
+
 /**
  * The entry with every time it carries moved by `byMs` (to the database's clock: +offset; back to
  * this relay's: -offset). Received, failed and requeued times decide a message's lifetime and age on
@@ -49,7 +54,7 @@ export const NOTABLE_SKEW_MS = 1_000;
  */
 export function shiftEntryTimes(entry: SpoolEntry, byMs: number): SpoolEntry {
   if (byMs === 0) return entry;
-  const shift = (ms: number) => (ms === 0 ? 0 : ms + byMs);
+  const shift = (ms: number) => shiftTime(ms, byMs);
   return {
     ...entry,
     receivedAt: shift(entry.receivedAt),

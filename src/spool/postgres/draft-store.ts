@@ -23,6 +23,9 @@ interface DraftRow {
   attempts: number;
 }
 
+/** Wakes the cluster for each mailbox of `rows` (a slot held for a DELETE was given back there). */
+const wakeEach = (rows: string) => `SELECT pg_notify('${CHANNEL}', 'wake ' || mailbox) FROM ${rows}`;
+
 function toRecord(row: DraftRow): DraftRecord {
   return { draftId: row.draft_id, mailbox: row.mailbox, ...(row.graph_profile ? { graphProfile: row.graph_profile } : {}), queueId: row.queue_id, state: row.state, since: Number(row.since), attempts: row.attempts, retryAt: 0 };
 }
@@ -70,7 +73,7 @@ export class PgDraftStore implements DraftStore {
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond')
                    ON CONFLICT (draft_id) DO UPDATE SET state = EXCLUDED.state, attempts = EXCLUDED.attempts, owner = EXCLUDED.owner,
                      owner_until = EXCLUDED.owner_until, deleting_until = NULL)
-       SELECT pg_notify('${CHANNEL}', 'wake ' || mailbox) FROM held`,
+       ${wakeEach('held')}`,
       [record.draftId, record.mailbox, record.graphProfile ?? null, record.queueId, record.state, record.since, record.attempts, this.owner, this.leaseMs],
     );
   }
@@ -84,7 +87,7 @@ export class PgDraftStore implements DraftStore {
   async releaseSlot(draftId: string): Promise<void> {
     await this.query(
       `WITH r AS (UPDATE relay.drafts SET deleting_until = NULL WHERE draft_id = $1 AND owner = $2 AND deleting_until IS NOT NULL RETURNING mailbox)
-       SELECT pg_notify('${CHANNEL}', 'wake ' || mailbox) FROM r`,
+       ${wakeEach('r')}`,
       [draftId, this.owner],
     );
   }
@@ -92,7 +95,7 @@ export class PgDraftStore implements DraftStore {
   async drop(draftId: string): Promise<void> {
     await this.query(
       `WITH d AS (DELETE FROM relay.drafts WHERE draft_id = $1 RETURNING mailbox, deleting_until)
-       SELECT pg_notify('${CHANNEL}', 'wake ' || mailbox) FROM d WHERE deleting_until IS NOT NULL`,
+       ${wakeEach('d WHERE deleting_until IS NOT NULL')}`,
       [draftId],
     );
   }

@@ -26,7 +26,7 @@ import type { SpoolEntry } from '../entry.js';
 import type { ActivityStore, ClaimLimits, DraftStore, HandOver, Lease, MessageWriter, NewMessage, RecoveryReport, Settlement, Spool, SpoolEvent } from '../spool.js';
 import { SpoolBusyError, STANDBY_READ_AHEAD_BYTES } from '../spool.js';
 import { ACTIVITY_KEEP, PgActivityStore } from './activity.js';
-import { NOTABLE_SKEW_MS, offsetFromSamples, shiftEntryTimes, type ClockSample } from './clock-offset.js';
+import { NOTABLE_SKEW_MS, offsetFromSamples, shiftEntryTimes, shiftTime, type ClockSample } from './clock-offset.js';
 import { PgDraftStore } from './draft-store.js';
 import { NotificationListener, CHANNEL } from './listener.js';
 import { createPool, DatabaseHealth } from './pg-connection.js';
@@ -197,22 +197,27 @@ export class PgSpool implements Spool {
     return this.listener.hearing;
   }
 
+  /** Database time minus this relay's, 0 until measured. */
+  private get offset(): number {
+    return this.offsetMs ?? 0;
+  }
+
   /** A time of this relay's clock as the database's, and back (0, "no time", stays 0). */
   private toDb(ms: number): number {
-    return ms === 0 ? 0 : ms + (this.offsetMs ?? 0);
+    return shiftTime(ms, this.offset);
   }
 
   private fromDb(ms: number): number {
-    return ms === 0 ? 0 : ms - (this.offsetMs ?? 0);
+    return shiftTime(ms, -this.offset);
   }
 
   private toEntry(row: Row): SpoolEntry {
-    return { ...shiftEntryTimes(row.entry, -(this.offsetMs ?? 0)), held: row.held, nextAttemptAt: this.fromDb(Number(row.run_at)) };
+    return { ...shiftEntryTimes(row.entry, -this.offset), held: row.held, nextAttemptAt: this.fromDb(Number(row.run_at)) };
   }
 
   /** The entry as stored: its times on the database's clock (toEntry reads them back on this relay's). */
   private stored(entry: SpoolEntry): string {
-    return JSON.stringify(shiftEntryTimes(entry, this.offsetMs ?? 0));
+    return JSON.stringify(shiftEntryTimes(entry, this.offset));
   }
 
   /**
@@ -272,7 +277,7 @@ export class PgSpool implements Spool {
 
   /** The console's per-minute counts, shared by the cluster (activity.ts). */
   activityStore(node: string): ActivityStore {
-    return new PgActivityStore((text, values) => this.q(text, values), node, () => this.health.down, () => this.offsetMs ?? 0);
+    return new PgActivityStore((text, values) => this.q(text, values), node, () => this.health.down, () => this.offset);
   }
 
   /** The cluster's drafts (draft-store.ts): held by this node, taken over from nodes that stopped. */
