@@ -211,6 +211,7 @@ export async function clusterFigures(ctx) {
       await Promise.all(nodes.map((n) => nodeLoad(n.port, Math.floor(total / 3), true)));
       const cpuBefore = nodes.reduce((sum, n) => sum + cpuUs(n.pid), 0);
       const connectionsBefore = emulator.connectionPorts.length;
+      if (process.env.BENCH_PG_STATEMENTS === '1') await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements').then(() => db.query('SELECT pg_stat_statements_reset()'));
       const start = Date.now();
       await db.query(`UPDATE relay.mailboxes SET paused_until = NULL`);
       await db.query(`SELECT pg_notify('smtp_graph_relay', 'wake')`);
@@ -226,6 +227,7 @@ export async function clusterFigures(ctx) {
       // The relays' own work per delivered message (user + kernel, all three): what a cycle costs them.
       const relayCpuUsPerMsg = (nodes.reduce((sum, n) => sum + cpuUs(n.pid), 0) - cpuBefore) / batch.length;
       const limit = (mailboxes.length * emulator.mail.concurrencyLimit) / (emulator.mail.latencyMs / 1000);
+      if (process.env.BENCH_PG_STATEMENTS === '1') await printTopStatements(url, batch.length);
       await stopAll(nodes);
       const spans = ours().filter((q) => q.doneAt !== undefined);
       // The rate Graph sees, from the first request to the last answer: the sustained delivery the
@@ -275,6 +277,6 @@ export function clusterReport(c, f, ok) {
   return [
     ...intake,
     `8. delivery, three nodes, one mailbox: ${f(d1.msgPerSec)} msg/s of ${f(d1.graphLimitMsgPerSec, 0)} allowed = ${f(d1.ratio, 3)}x (target 0.95-1.0x: ${ok(d1.ratio >= 0.95 && d1.ratio <= 1.0)}); self-inflicted 429s ${d1.selfInflicted429}; max in flight ${d1.maxInFlight}; slots busy ${f((d1.occupancy ?? 0) * 100)} % of the time, answers in ${f(d1.meanAnswerMs ?? 0, 1)} ms on average, a freed slot's next request ${f(d1.gapMs?.mean ?? 0, 1)} ms after the answer (p50 ${f(d1.gapMs?.p50 ?? 0, 1)}, p90 ${f(d1.gapMs?.p90 ?? 0, 1)}, max ${f(d1.gapMs?.max ?? 0, 0)}), first request ${f(d1.gapMs?.startMs ?? 0, 0)} ms after the unpause (the emulator held ${f(d1.emulatorHeapMbBefore ?? 0, 0)} MB of earlier figures' messages, forgotten first) (counted from there: ${f(d1.fromUnpauseRatio ?? 0, 3)}x); relays' CPU ${f(d1.relayCpuUsPerMsg ?? 0, 0)} us per message; ${d1.connectionsOpened ?? 0} connections to Graph opened during the run`,
-    `   three nodes, three mailboxes: ${f(d3.msgPerSec)} msg/s of ${f(d3.graphLimitMsgPerSec, 0)} allowed = ${f(d3.ratio, 3)}x; self-inflicted 429s ${d3.selfInflicted429}; max in flight per mailbox ${d3.maxInFlight}; slots busy ${f((d3.occupancy ?? 0) * 100)} %`,
+    `   three nodes, three mailboxes: ${f(d3.msgPerSec)} msg/s of ${f(d3.graphLimitMsgPerSec, 0)} allowed = ${f(d3.ratio, 3)}x; self-inflicted 429s ${d3.selfInflicted429}; max in flight per mailbox ${d3.maxInFlight}; slots busy ${f((d3.occupancy ?? 0) * 100)} %, answers in ${f(d3.meanAnswerMs ?? 0, 1)} ms, a freed slot's next request ${f(d3.gapMs?.mean ?? 0, 1)} ms after the answer (p90 ${f(d3.gapMs?.p90 ?? 0, 1)}); ${d3.connectionsOpened ?? 0} connections to Graph opened`,
   ];
 }

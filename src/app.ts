@@ -221,6 +221,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
           pacer: (e) => uploadBudgets.for(e.graphProfile ?? '', e.mailbox),
           delegated: profile.tokens.delegated === true,
           ...(promoted?.content ? { prefetched: promoted.content } : {}),
+          ...(promoted?.leaving ? { leaving: promoted.leaving } : {}),
         });
       },
       onSettled: (entry, result, outcome) => {

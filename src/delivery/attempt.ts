@@ -36,6 +36,8 @@ export interface AttemptDeps {
   delegated?: boolean;
   /** The message's bytes, read ahead while it waited on standby (instead of readMessage now). */
   prefetched?: Promise<Buffer>;
+  /** Called as a request of this attempt is written (each time: the caller keeps the first). */
+  leaving?: () => void;
 }
 
 /** Keeps nothing: for callers without a clean-up queue (a one-off send). */
@@ -90,7 +92,11 @@ export async function attemptDelivery(entry: SpoolEntry, deps: AttemptDeps): Pro
   const now = deps.now ?? Date.now;
   // Asked before each request and again as its first byte leaves (http-transport.ts), so no request
   // reaches the mailbox once a Retry-After for it is known, on any path (issue 12, items 1-2).
-  const mayStart = () => postponed(entry, deps) === null;
+  const mayStart = () => {
+    if (postponed(entry, deps) !== null) return false;
+    deps.leaving?.();
+    return true;
+  };
   const drafts = large ? (deps.drafts?.(entry) ?? untracked) : untracked;
   const pacer = large ? deps.pacer?.(entry) : undefined;
   const send = (accessToken: string) =>

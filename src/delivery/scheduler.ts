@@ -28,6 +28,8 @@ export interface SchedulerOptions {
 export interface PromotedStandby {
   /** Its bytes, read while it waited (small messages). */
   content?: Promise<Buffer>;
+  /** Called once, as its first request to Graph is written (the node records the previous outcome after it). */
+  leaving?: () => void;
 }
 
 export interface SchedulerDeps {

@@ -101,6 +101,21 @@ describe('one delivery attempt', () => {
     expect(waiting.decision).toEqual({ action: 'postpone', untilMs: 61_000 });
   });
 
+  it('tells its caller as the request leaves (the gate let it through), and not for one held back there', async () => {
+    let pausedUntil = 0;
+    let leaving = 0;
+    const f = fakes([]);
+    // The mailer asks mayStart as the request's first byte is about to be written (http-transport.ts).
+    const gated: GraphMailer = { ...f.mailer, sendMime: async (mailbox, mime, token, mayStart) => (mayStart?.() === false ? heldOutcome() : f.mailer.sendMime(mailbox, mime, token)) };
+    const deps = { ...f, mailer: gated, now: () => 1000, pausedUntil: () => pausedUntil, leaving: () => (leaving += 1) };
+    expect((await attemptDelivery(entry, deps)).decision).toEqual({ action: 'delivered' });
+    expect(leaving).toBe(1);
+    // A Retry-After arrives while the request waits for its connection: held back, nothing left.
+    const held = await attemptDelivery(entry, { ...deps, mailer: { ...gated, sendMime: async (...args) => ((pausedUntil = 4000), gated.sendMime(...args)) } });
+    expect(held.decision).toEqual({ action: 'postpone', untilMs: 4000 });
+    expect(leaving).toBe(1);
+  });
+
   it('gives the draft up when a large message fails for good', async () => {
     const f = fakes([http(400, 'ErrorInvalidRecipients')]);
     const discarded: string[] = [];
