@@ -6,11 +6,12 @@
 //      self-inflicted 429s), and with three mailboxes (3 x 40 msg/s allowed)
 // The database is a throwaway server started here (initdb + pg_ctl on a free loopback port, as the
 // tests do); without PostgreSQL's binaries the figures are reported as skipped.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 
 async function freePort() {
@@ -146,10 +147,60 @@ async function insertFloor(url, count, bytes) {
 }
 
 /**
+ * What Graph saw of one run, from its requests (emulator.mail.requests, all answered): the span from
+ * the first request to the last answer, how full the slots were over it, the mean answer time, and
+ * the idle time of a slot between an answer and the next request that took it.
+ */
+function graphSeen(requests, slots) {
+  const spans = requests.filter((q) => q.doneAt !== undefined);
+  // The rate Graph sees, from the first request to the last answer: the sustained delivery the
+  // target is about.
+  const firstAt = spans.reduce((m, q) => Math.min(m, q.at), Infinity);
+  const lastDone = spans.reduce((m, q) => Math.max(m, q.doneAt), 0);
+  const spanSec = (lastDone - firstAt) / 1000;
+  // How full the slots were kept: time with an answer pending, over slots x span.
+  const busy = spans.reduce((sum, q) => sum + (q.doneAt - q.at), 0);
+  const occupancy = busy / (slots * spanSec * 1000);
+  const meanAnswerMs = busy / Math.max(1, spans.length);
+  // Each request takes the slot the earliest unclaimed answer before it freed: the time between
+  // them is what the slot spent idle, the client's (and the loopback's) part of every cycle.
+  const freed = [];
+  const gaps = [];
+  for (const q of [...spans].sort((a, b) => a.at - b.at)) {
+    if (freed.length > 0 && freed[0] <= q.at) gaps.push(q.at - freed.shift());
+    freed.push(q.doneAt);
+    freed.sort((a, b) => a - b);
+  }
+  gaps.sort((a, b) => a - b);
+  const gapMs = { mean: gaps.reduce((a, b) => a + b, 0) / Math.max(1, gaps.length), p50: gaps[Math.floor(gaps.length / 2)] ?? 0, p90: gaps[Math.floor(gaps.length * 0.9)] ?? 0, max: gaps[gaps.length - 1] ?? 0 };
+  return { answered: spans.length, firstAt, lastDone, spanSec, occupancy, meanAnswerMs, gapMs };
+}
+
+/**
+ * Figure 8's floor (bench/graph-floor.mjs): a bare client's rate against the same emulator, for one
+ * mailbox, counted as figure 8 is. Its own process, like a relay.
+ */
+async function graphFloor(emulator, graph, caFile, count) {
+  emulator.mail.forgetHistory();
+  const child = spawn(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), 'graph-floor.mjs'), graph.endpoint, graph.tenantId, graph.clientId, graph.auth.clientSecret, graph.mailbox, String(count)], {
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d.toString()));
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  const go = Number(/^go (\d+)/m.exec(out)?.[1]);
+  if (code !== 0 || !go) throw new Error(`graph-floor.mjs failed (exit ${code})`);
+  const seen = graphSeen(emulator.mail.requests.filter((q) => q.at >= go && q.mailbox === graph.mailbox), emulator.mail.concurrencyLimit);
+  const limit = emulator.mail.concurrencyLimit / (emulator.mail.latencyMs / 1000);
+  return { msgPerSec: seen.answered / seen.spanSec, ratio: seen.answered / seen.spanSec / limit, meanAnswerMs: seen.meanAnswerMs, gapMs: seen.gapMs };
+}
+
+/**
  * @param {object} ctx the bench's own helpers: startRelay(extra), nodeLoad(port, count, reuse), emulator, counts, messageBytes, work, graph (the relay's graph section)
  */
 export async function clusterFigures(ctx) {
-  const { startRelay, nodeLoad, emulator, counts, messageBytes, work, graph, deliveryOnly, intakeOnly, cpuUs, tickUs } = ctx;
+  const { startRelay, nodeLoad, emulator, counts, messageBytes, work, graph, caFile, deliveryOnly, intakeOnly, cpuUs, tickUs } = ctx;
   const server = await startServer(work);
   if (!server) return { skipped: 'PostgreSQL server binaries not found (Debian package postgresql)' };
   const pgSpool = (url) => ({ spool: { dir: path.join(work, 'unused'), backend: 'postgres', postgres: { url, leaseTimeout: '30s' } } });
@@ -229,32 +280,15 @@ export async function clusterFigures(ctx) {
       const limit = (mailboxes.length * emulator.mail.concurrencyLimit) / (emulator.mail.latencyMs / 1000);
       if (process.env.BENCH_PG_STATEMENTS === '1') await printTopStatements(url, batch.length);
       await stopAll(nodes);
-      const spans = ours().filter((q) => q.doneAt !== undefined);
-      // The rate Graph sees, from the first request to the last answer: the sustained delivery the
-      // target is about. The start-up before the first request (the wake-up, a claim, a node's first
-      // token) is printed on its own, and the rate counted from the unpause next to it.
-      const firstAt = spans.reduce((m, q) => Math.min(m, q.at), Infinity);
-      const lastDone = spans.reduce((m, q) => Math.max(m, q.doneAt), 0);
-      const spanSec = (lastDone - firstAt) / 1000;
-      const rate = batch.length / spanSec;
-      const fromUnpauseRate = batch.length / ((lastDone - start) / 1000);
-      // How full the cluster kept Graph's slots: time with an answer pending, over slots x span.
-      const busy = spans.reduce((sum, q) => sum + (q.doneAt - q.at), 0);
-      const occupancy = busy / (mailboxes.length * emulator.mail.concurrencyLimit * spanSec * 1000);
-      const meanAnswerMs = busy / Math.max(1, spans.length);
-      // Each request takes the slot the earliest unclaimed answer before it freed: the time between
-      // them is what the slot spent idle, the relay's (and the loopback's) part of every cycle.
-      const freed = [];
-      const gaps = [];
-      for (const q of [...spans].sort((a, b) => a.at - b.at)) {
-        if (freed.length > 0 && freed[0] <= q.at) gaps.push(q.at - freed.shift());
-        freed.push(q.doneAt);
-        freed.sort((a, b) => a - b);
-      }
-      gaps.sort((a, b) => a - b);
-      const gapMs = { mean: gaps.reduce((a, b) => a + b, 0) / Math.max(1, gaps.length), p50: gaps[Math.floor(gaps.length / 2)] ?? 0, p90: gaps[Math.floor(gaps.length * 0.9)] ?? 0, max: gaps[gaps.length - 1] ?? 0, startMs: firstAt - start };
+      const seen = graphSeen(ours(), mailboxes.length * emulator.mail.concurrencyLimit);
+      const rate = batch.length / seen.spanSec;
+      const fromUnpauseRate = batch.length / ((seen.lastDone - start) / 1000);
+      const { occupancy, meanAnswerMs } = seen;
+      const gapMs = { ...seen.gapMs, startMs: seen.firstAt - start };
       return { connectionsOpened, emulatorHeapMbBefore: heapBefore / 2 ** 20, msgPerSec: rate, graphLimitMsgPerSec: limit, ratio: rate / limit, fromUnpauseRatio: fromUnpauseRate / limit, occupancy, meanAnswerMs, gapMs, relayCpuUsPerMsg, selfInflicted429: emulator.mail.concurrencyThrottles - throttles, maxInFlight: Math.max(...mailboxes.map((m) => emulator.mail.maxInFlightSeen.get(m) ?? 0)) };
     };
+    // Its floor first: what a client with nothing else to do reaches against the same emulator.
+    out.deliveryFloor = await graphFloor(emulator, graph, caFile, counts.delivery);
     out.deliveryThreeNodesOneMailbox = { ...(await deliver(['relay@bench.example'])), target: [0.95, 1.0] };
     for (const m of ['second@bench.example', 'third@bench.example']) emulator.mail.addMailbox({ upn: m, displayName: m });
     out.deliveryThreeNodesThreeMailboxes = await deliver(['relay@bench.example', 'second@bench.example', 'third@bench.example']);
@@ -277,6 +311,7 @@ export function clusterReport(c, f, ok) {
   return [
     ...intake,
     `8. delivery, three nodes, one mailbox: ${f(d1.msgPerSec)} msg/s of ${f(d1.graphLimitMsgPerSec, 0)} allowed = ${f(d1.ratio, 3)}x (target 0.95-1.0x: ${ok(d1.ratio >= 0.95 && d1.ratio <= 1.0)}); self-inflicted 429s ${d1.selfInflicted429}; max in flight ${d1.maxInFlight}; slots busy ${f((d1.occupancy ?? 0) * 100)} % of the time, answers in ${f(d1.meanAnswerMs ?? 0, 1)} ms on average, a freed slot's next request ${f(d1.gapMs?.mean ?? 0, 1)} ms after the answer (p50 ${f(d1.gapMs?.p50 ?? 0, 1)}, p90 ${f(d1.gapMs?.p90 ?? 0, 1)}, max ${f(d1.gapMs?.max ?? 0, 0)}), first request ${f(d1.gapMs?.startMs ?? 0, 0)} ms after the unpause (the emulator held ${f(d1.emulatorHeapMbBefore ?? 0, 0)} MB of earlier figures' messages, forgotten first) (counted from there: ${f(d1.fromUnpauseRatio ?? 0, 3)}x); relays' CPU ${f(d1.relayCpuUsPerMsg ?? 0, 0)} us per message; ${d1.connectionsOpened ?? 0} connections to Graph opened during the run`,
+    ...(c.deliveryFloor ? [`   its floor: a bare HTTPS client (no spool, no database; 4 loops in one process) against the same emulator: ${f(c.deliveryFloor.msgPerSec)} msg/s = ${f(c.deliveryFloor.ratio, 3)}x of the limit, answers in ${f(c.deliveryFloor.meanAnswerMs, 1)} ms, next request ${f(c.deliveryFloor.gapMs.mean, 1)} ms after the answer (p90 ${f(c.deliveryFloor.gapMs.p90, 1)}); the three relays reached ${f(d1.ratio / c.deliveryFloor.ratio, 3)}x of it`] : []),
     `   three nodes, three mailboxes: ${f(d3.msgPerSec)} msg/s of ${f(d3.graphLimitMsgPerSec, 0)} allowed = ${f(d3.ratio, 3)}x; self-inflicted 429s ${d3.selfInflicted429}; max in flight per mailbox ${d3.maxInFlight}; slots busy ${f((d3.occupancy ?? 0) * 100)} %, answers in ${f(d3.meanAnswerMs ?? 0, 1)} ms, a freed slot's next request ${f(d3.gapMs?.mean ?? 0, 1)} ms after the answer (p90 ${f(d3.gapMs?.p90 ?? 0, 1)}); ${d3.connectionsOpened ?? 0} connections to Graph opened`,
   ];
 }

@@ -277,7 +277,7 @@ const startups = [];
 
 if (clusterOnly) {
   try {
-    results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US, tickUs: TICK_US, deliveryOnly: process.argv.includes('--cluster-delivery'), intakeOnly: process.argv.includes('--cluster-intake') });
+    results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, caFile, cpuUs: (pid) => cpuTicks(pid) * TICK_US, tickUs: TICK_US, deliveryOnly: process.argv.includes('--cluster-delivery'), intakeOnly: process.argv.includes('--cluster-intake') });
   } finally {
     await emulator.close();
     rmSync(work, { recursive: true, force: true });
@@ -421,7 +421,7 @@ try {
     targetPeakMb: 200,
   };
   // Figures 6-8: several relays on one PostgreSQL queue (bench/cluster.mjs).
-  results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, cpuUs: (pid) => cpuTicks(pid) * TICK_US, tickUs: TICK_US });
+  results.cluster = await clusterFigures({ startRelay, nodeLoad, emulator, counts: COUNTS, messageBytes: MESSAGE_BYTES, work, graph: benchGraph, caFile, cpuUs: (pid) => cpuTicks(pid) * TICK_US, tickUs: TICK_US });
   startups.sort((a, b) => a - b);
   results.startupMs = { median: quantile(startups, 0.5), max: startups[startups.length - 1], target: 1000 };
 } finally {
