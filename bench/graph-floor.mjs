@@ -2,11 +2,12 @@
 // the bench's message to the emulator's sendMail over Graph's 4 slots for one mailbox (4 loops on
 // the relay's HTTP stack, undici, with keep-alive). What it reaches is what this machine and this
 // emulator allow at all; figure 8 is printed against it as well as against Graph's 40 msg/s.
-// Usage: node bench/graph-floor.mjs GRAPH_URL TENANT CLIENT_ID SECRET MAILBOX COUNT (NODE_EXTRA_CA_CERTS: the emulator's CA)
+// Usage: node bench/graph-floor.mjs GRAPH_URL TENANT CLIENT_ID SECRET MAILBOX COUNT BYTES (NODE_EXTRA_CA_CERTS: the emulator's CA)
+// The message is the one the bench's senders send (run.mjs): BYTES of 78-byte lines under three headers.
 // Prints "go <epoch ms>" after 8 warm-up requests (token, connections, compiled code), then sends COUNT more.
 import { Agent, request } from 'undici';
 
-const [url, tenant, clientId, secret, mailbox, count] = process.argv.slice(2);
+const [url, tenant, clientId, secret, mailbox, count, bytes] = process.argv.slice(2);
 const SLOTS = 4;
 const dispatcher = new Agent();
 const form = new URLSearchParams({ client_id: clientId, client_secret: secret, grant_type: 'client_credentials', scope: 'https://graph.microsoft.com/.default' });
@@ -14,7 +15,7 @@ const tokenResponse = await request(`${url}/${tenant}/oauth2/v2.0/token`, { meth
 const { access_token: token } = await tokenResponse.body.json();
 const line = `${'x'.repeat(76)}\r\n`;
 const header = 'From: bench@bench.example\r\nTo: rcpt@bench.example\r\nSubject: bench\r\n\r\n';
-const mime = Buffer.from(header + line.repeat(Math.ceil((10 * 1024 - header.length) / line.length)));
+const mime = Buffer.from(header + line.repeat(Math.ceil((Number(bytes) - header.length) / line.length)));
 
 async function send(left) {
   while (left.n > 0) {

@@ -36,7 +36,10 @@ export interface AttemptDeps {
   delegated?: boolean;
   /** The message's bytes, read ahead while it waited on standby (instead of readMessage now). */
   prefetched?: Promise<Buffer>;
-  /** Called as a request of this attempt is written (each time: the caller keeps the first). */
+  /**
+   * Called as a request of this attempt is written (each time: the caller keeps the first). The
+   * large-message path asks before each of its requests, so there it is called just before.
+   */
   leaving?: () => void;
 }
 

@@ -23,7 +23,12 @@ const NODE_CONCURRENCY = 64;
 const SETTLE_RETRY_MS = 1_000;
 const SETTLE_GIVE_UP_MS = 600_000;
 const STATS_EVERY_MS = 2_000;
-/** Longest the outcome of a request waits for the promoted request after it to leave (untilLeaving). */
+/**
+ * Longest the outcome of a request waits for the promoted request after it to leave (untilLeaving):
+ * a request normally leaves within 1-2 ms of the answer before it (figure 8, traced); one that
+ * needs a new TLS connection takes a few more; 50 ms covers those and still settles well within
+ * the ended lease's remaining half of leaseTimeout (at least seconds).
+ */
 const HANDOVER_WAIT_MS = 50;
 /**
  * Messages kept leased on standby per slot a node fills for a mailbox: when a request ends, the
@@ -40,6 +45,8 @@ export interface ClaimLoopOptions extends SchedulerOptions {
   leaseMs: number;
   /** This node's name in leases and logs. */
   node: string;
+  /** HANDOVER_WAIT_MS unless set (tests). */
+  handOverWaitMs?: number;
 }
 
 export interface ClusterSnapshot {
@@ -336,7 +343,11 @@ export class ClaimLoop {
     return this.clock.now() - renewedAt < this.options.leaseMs / 2;
   }
 
-  /** Starts an attempt; resolves once its first request is being written, or once it ended without one. */
+  /**
+   * Starts an attempt. For a promoted standby, resolves once its request to Graph is being written
+   * (on the large-message path: once its first request is about to be made), or once the attempt
+   * ended without one; for a claimed message, once the attempt ended.
+   */
   private dispatch(lease: Lease, standbyStart?: PromotedStandby): Promise<void> {
     const { entry } = lease;
     let left!: () => void;
@@ -349,7 +360,8 @@ export class ClaimLoop {
     const done = (async () => {
       let result: AttemptResult;
       try {
-        result = await this.deps.attempt(entry, { ...standbyStart, leaving: left });
+        // Only a promoted standby is told apart (it skips the pause read, app.ts); a claimed message is not one.
+        result = await this.deps.attempt(entry, standbyStart ? { ...standbyStart, leaving: left } : undefined);
       } catch (err) {
         result = { decision: { action: 'retry', kind: 'transient', reason: `internal error during attempt: ${(err as Error).message}`, retryAfterMs: null, pauseMailbox: false } };
       }
@@ -391,12 +403,13 @@ export class ClaimLoop {
    * (1-3 ms for settle_and_claim) before the rest of this loop turn, which held the next request
    * back (bench figure 8, traced per step: the query's write took 1 ms on average, p90 2.5 ms,
    * right inside the turn undici waits before reusing a keep-alive socket). Bounded by
-   * HANDOVER_WAIT_MS: the lease just ended is no longer renewed, and a promoted attempt that waits
-   * for a token must not keep the outcome from the database.
+   * handOverWaitMs: the lease just ended is no longer renewed, and a promoted attempt that waits
+   * for a token must not keep the outcome from the database for long.
    */
   private async untilLeaving(leaving: Promise<void>): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([leaving, new Promise<void>((resolve) => (timer = setTimeout(resolve, HANDOVER_WAIT_MS)))]);
+    const bound = this.options.handOverWaitMs ?? HANDOVER_WAIT_MS;
+    await Promise.race([leaving, new Promise<void>((resolve) => (timer = setTimeout(resolve, bound)))]);
     clearTimeout(timer);
   }
 

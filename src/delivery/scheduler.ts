@@ -28,7 +28,7 @@ export interface SchedulerOptions {
 export interface PromotedStandby {
   /** Its bytes, read while it waited (small messages). */
   content?: Promise<Buffer>;
-  /** Called once, as its first request to Graph is written (the node records the previous outcome after it). */
+  /** Called as its request to Graph is written (the node records the previous outcome after the first call). */
   leaving?: () => void;
 }
 

@@ -38,24 +38,29 @@ function handOverSpool(events: string[]) {
   } as unknown as Spool;
 }
 
-/** m1 ends when `endFirst` is called; the promoted s1 runs `promotedAttempt`. */
-function loopWith(events: string[], promotedAttempt: (promoted: PromotedStandby) => Promise<AttemptResult>) {
+/**
+ * m1 (claimed) ends when `endFirst` is called; the promoted s1 runs `promotedAttempt`. `handOverWaitMs`:
+ * how long an outcome may wait for the promoted request (the loop's own bound unless given).
+ */
+function loopWith(events: string[], promotedAttempt: (promoted: PromotedStandby) => Promise<AttemptResult>, handOverWaitMs?: number) {
   let endFirst: () => void = () => undefined;
+  /** What each attempt was told about itself (a promoted standby or not). */
+  const given = new Map<string, PromotedStandby | undefined>();
   const loop = new ClaimLoop(
-    { maxInFlightPerMailbox: 4, backoff: { minMs: 20, maxMs: 100 }, maxQueueLifetimeMs: 60_000, leaseMs: 30_000, node: 'node-a' },
+    { maxInFlightPerMailbox: 4, backoff: { minMs: 20, maxMs: 100 }, maxQueueLifetimeMs: 60_000, leaseMs: 30_000, node: 'node-a', ...(handOverWaitMs ? { handOverWaitMs } : {}) },
     {
       spool: handOverSpool(events),
       clock: { now: () => Date.now() },
       logger: silentLogger(),
       attempt: (e, promoted) => {
         events.push(`attempt ${e.id}`);
+        given.set(e.id, promoted);
         if (e.id === 'm1') return new Promise<AttemptResult>((resolve) => (endFirst = () => resolve(delivered)));
-        expect(promoted?.leaving).toBeTypeOf('function');
         return promotedAttempt(promoted as PromotedStandby);
       },
     },
   );
-  return { loop, endFirst: () => endFirst() };
+  return { loop, given, endFirst: () => endFirst() };
 }
 
 describe('claim loop: a slot handed to a standby message', () => {
@@ -63,24 +68,27 @@ describe('claim loop: a slot handed to a standby message', () => {
     const events: string[] = [];
     let leave: () => void = () => undefined;
     let finish: () => void = () => undefined;
-    const { loop, endFirst } = loopWith(events, (promoted) => {
+    const { loop, given, endFirst } = loopWith(events, (promoted) => {
       leave = () => {
         events.push('s1 leaving');
         promoted.leaving?.();
       };
       return new Promise<AttemptResult>((resolve) => (finish = () => resolve(delivered)));
-    });
+    }, 60_000);
     loop.start();
     try {
       await until(() => loop.isInFlight('m1'), 5_000);
       endFirst();
       await until(() => events.includes('attempt s1'), 5_000);
-      // Its token and bytes are ready, its connection not yet: m1's outcome waits.
-      await new Promise((r) => setTimeout(r, 20));
+      // Its token and bytes are ready, its connection not yet: m1's outcome waits (the bound is a minute here).
+      await new Promise((r) => setTimeout(r, 100));
       expect(events).not.toContain('settled m1');
       leave();
       await until(() => events.includes('settled m1'), 5_000);
       expect(events.indexOf('s1 leaving')).toBeLessThan(events.indexOf('settled m1'));
+      // A claimed message is not a promoted standby: it reads the shared pause first (app.ts).
+      expect(given.get('m1')).toBeUndefined();
+      expect(given.get('s1')?.leaving).toBeTypeOf('function');
     } finally {
       finish();
       await loop.stop(1_000);
@@ -101,6 +109,28 @@ describe('claim loop: a slot handed to a standby message', () => {
       expect(loop.isInFlight('s1')).toBe(true);
     } finally {
       finish();
+      await loop.stop(1_000);
+    }
+  });
+
+  it('records it as soon as the promoted attempt ends without a request (held back by a pause)', async () => {
+    const events: string[] = [];
+    let endPromoted: () => void = () => undefined;
+    const { loop, endFirst } = loopWith(
+      events,
+      () => new Promise<AttemptResult>((resolve) => (endPromoted = () => resolve({ decision: { action: 'postpone', untilMs: Date.now() + 60_000 } } as AttemptResult))),
+      60_000,
+    );
+    loop.start();
+    try {
+      await until(() => loop.isInFlight('m1'), 5_000);
+      endFirst();
+      await until(() => events.includes('attempt s1'), 5_000);
+      expect(events).not.toContain('settled m1');
+      // Nothing left, and nothing will: m1's outcome does not wait for the (minute-long) bound.
+      endPromoted();
+      await until(() => events.includes('settled m1'), 5_000);
+    } finally {
       await loop.stop(1_000);
     }
   });
