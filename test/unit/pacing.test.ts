@@ -91,5 +91,8 @@ describe('per-mailbox pacing (scheduler, fake clock)', () => {
     // ...and no slower than needed: the 90th leaves two minutes after the first.
     expect(sentAt[89]).toBe(120_000);
     await scheduler.stop(1000);
+    vi.useRealTimers();
+    // Its journal's file handles are closed here, not by the garbage collector (Node warns of those).
+    await spool.close();
   });
 });

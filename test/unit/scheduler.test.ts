@@ -6,6 +6,7 @@ import type { AttemptResult } from '../../src/delivery/attempt.js';
 import { Scheduler } from '../../src/delivery/scheduler.js';
 import { silentLogger } from '../../src/log.js';
 import type { SpoolEntry } from '../../src/spool/entry.js';
+import { STANDBY_READ_AHEAD_BYTES } from '../../src/spool/spool.js';
 import { FsSpool } from '../../src/spool/fs/fs-spool.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 import { until } from '../helpers/wait.js';
@@ -18,6 +19,8 @@ beforeEach(async () => {
   await spool.recover();
 });
 afterEach(async () => {
+  // Its journal's file handles are closed here, not by the garbage collector (Node warns of those).
+  await spool.close();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -152,5 +155,52 @@ describe('scheduler', () => {
     const waiting = await spool.get(fresh.id);
     expect(waiting?.attempts).toBeGreaterThanOrEqual(1);
     expect(waiting?.lastError).toMatchObject({ kind: 'transient', message: 'HTTP 503', status: 503, requestId: 'r-9' });
+  });
+
+  it('reads the next messages ahead while every slot of their mailbox is busy, and starts them from those bytes', async () => {
+    const reads: string[] = [];
+    const readMessage = spool.readMessage.bind(spool);
+    spool.readMessage = async (id: string) => (reads.push(id), readMessage(id));
+    const finishers = new Map<string, () => void>();
+    const given = new Map<string, Buffer | null>();
+    const scheduler = new Scheduler(options, {
+      spool,
+      clock: { now: Date.now },
+      logger: silentLogger(),
+      attempt: async (entry, promoted): Promise<AttemptResult> => {
+        given.set(entry.id, promoted?.content ? await promoted.content : null);
+        await new Promise<void>((resolve) => finishers.set(entry.id, resolve));
+        return { decision: { action: 'delivered' } };
+      },
+    });
+    const entries: SpoolEntry[] = [];
+    for (let i = 0; i < 6; i++) entries.push(await queued('a@x'));
+    // A large message is not held in memory ahead of its slot.
+    const id = newQueueId();
+    const writer = await spool.beginMessage(id);
+    await writer.write(Buffer.alloc(STANDBY_READ_AHEAD_BYTES + 1, 120));
+    const large = await writer.commit({ id, receivedAt: Date.now(), envelope: { mailFrom: 'a@x', rcptTo: ['b@x'] }, client: { address: '127.0.0.1', helo: 'h' }, mailbox: 'a@x' });
+    // Another mailbox with a free slot reads nothing ahead.
+    const other = await queued('b@x');
+    for (const e of [...entries, large, other]) scheduler.enqueue(e);
+    scheduler.start();
+    try {
+      await until(() => finishers.size === 5);
+      const [first, , , , fifth, sixth] = entries.map((e) => e.id);
+      await until(() => reads.includes(fifth as string) && reads.includes(sixth as string));
+      expect(reads).not.toContain(large.id);
+      expect(reads).not.toContain(other.id);
+      expect(given.get(first as string)).toBeNull();
+      // A slot frees: the fifth starts from the bytes read ahead, not read again.
+      finishers.get(first as string)?.();
+      await until(() => given.has(fifth as string));
+      expect(given.get(fifth as string)?.toString()).toBe('Subject: x\r\n\r\nx\r\n');
+      expect(reads.filter((r) => r === fifth)).toHaveLength(1);
+    } finally {
+      for (const finish of finishers.values()) finish();
+      await until(() => finishers.size === 8);
+      for (const finish of finishers.values()) finish();
+      await scheduler.stop(1000);
+    }
   });
 });
