@@ -5,7 +5,6 @@
  * the test worker exits. A deadline names what the test was waiting for and shows the output.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 
 const live = new Set<number>();
 
@@ -80,11 +79,5 @@ export async function runProcess(command: string, args: string[], options: RunOp
   }
 }
 
-/** A free loopback port (for a command that cannot be told to pick port 0 itself). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+/** A free loopback port (for a command that cannot be told to pick port 0 itself): see free-port.ts. */
+export { freePort } from './free-port.js';

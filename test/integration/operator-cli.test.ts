@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningEmulator } from '../../src/emulator/server.js';
+import { freePort } from '../helpers/free-port.js';
 import { relayConfigInput, startTestEmulator, waitForDelivery } from '../helpers/harness.js';
 import { MAIN, spawnRelay, writeConfig, type RelayProcess } from '../helpers/relay-process.js';
 import nodemailer from 'nodemailer';
@@ -28,15 +29,6 @@ afterAll(async () => {
   await emulator.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-/** A free loopback port (closed again before use). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 /** Runs the CLI; never throws on a non-zero exit. Env is exactly what is given (plus PATH), like a fresh admin shell. */
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
