@@ -22,6 +22,7 @@ import { stringify } from 'yaml';
 import { SMTPServer } from 'smtp-server';
 import { startEmulator } from '../dist/emulator/server.js';
 import { findPostfixTools } from './postfix-tools.mjs';
+import { freePort } from './free-port.mjs';
 import { clusterFigures, clusterReport } from './cluster.mjs';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
@@ -42,14 +43,6 @@ const work = mkdtempSync(path.join(os.tmpdir(), 'sgr-bench-'));
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address();
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 // CPU time of a process (all its threads, user + kernel), for CPU per message.
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100);
