@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { RunningRelay } from './app.js';
 import { parseCommandLine } from './cli/commands.js';
+import { stopSignalAction } from './cli/stop-signal.js';
 import { ConfigError, loadConfigFile, loadConfigSections, redactConfig } from './config/load.js';
 import type { CommandLineOverrides } from './config/overrides.js';
 import { configSchema } from './config/schema.js';
@@ -129,16 +130,18 @@ async function main(argv: string[]): Promise<number> {
     });
     let finish: (code: number) => void = () => undefined;
     const finished = new Promise<number>((resolve) => (finish = resolve));
-    let signals = 0;
+    let firstStopAt: number | null = null;
     const onSignal = (signal: NodeJS.Signals) => {
-      signals += 1;
-      if (signals > 1) {
+      const action = stopSignalAction(firstStopAt, Date.now());
+      if (action === 'same-stop') return;
+      if (action === 'force') {
         process.stderr.write(`second ${signal}: exiting now; anything not delivered stays in the spool\n`);
         finish(EXIT.failure);
         // Still starting, nothing awaits `finished` yet: leave at once.
         if (!isStarted) process.exit(EXIT.failure);
         return;
       }
+      firstStopAt = Date.now();
       void started
         .then((running) => running.stop(10_000))
         .then(() => cleanup())
