@@ -12,19 +12,36 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 
-const FIRST = 20_000;
-
+/** The first port of the kernel's ephemeral range; null when it cannot be read (not Linux). */
 function ephemeralStart() {
   try {
     const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-    if (low !== undefined && Number.isInteger(low) && low > FIRST + 1000) return low;
+    if (low !== undefined && Number.isInteger(low) && low > 0) return low;
   } catch {
-    // not Linux: fall back to IANA's dynamic range start
+    // not Linux
   }
-  return 32_768;
+  return null;
 }
 
-const LAST = ephemeralStart() - 1;
+// Up to 12,000 ports just below the ephemeral range (Linux default: 20768-32767), never below 1024.
+// A range that starts too low to leave room (some containers use 1024-65535) falls back to the
+// old way, with a warning, rather than pick inside the range and race silently.
+const START = ephemeralStart() ?? 32_768;
+const LAST = START - 1;
+const FIRST = Math.max(1024, START - 12_000);
+const ROOM = LAST - FIRST + 1 >= 1000;
+let warned = false;
+
+function kernelPicked() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
 
 /** @param {number} port @returns {Promise<boolean>} */
 function bindable(port) {
@@ -37,6 +54,11 @@ function bindable(port) {
 
 /** @returns {Promise<number>} */
 export async function freePort() {
+  if (!ROOM) {
+    if (!warned) process.stderr.write(`free-port: the ephemeral port range starts at ${START}, leaving no room below it; ports are picked by the kernel and may race with outgoing connections\n`);
+    warned = true;
+    return kernelPicked();
+  }
   for (let tries = 0; tries < 200; tries++) {
     const port = FIRST + Math.floor(Math.random() * (LAST - FIRST + 1));
     if (await bindable(port)) return port;

@@ -132,7 +132,8 @@ async function main(argv: string[]): Promise<number> {
     const finished = new Promise<number>((resolve) => (finish = resolve));
     let firstStopAt: number | null = null;
     const onSignal = (signal: NodeJS.Signals) => {
-      const action = stopSignalAction(firstStopAt, Date.now());
+      // performance.now(): a wall clock set back would make every later signal look like a repeat.
+      const action = stopSignalAction(firstStopAt, performance.now());
       if (action === 'same-stop') return;
       if (action === 'force') {
         process.stderr.write(`second ${signal}: exiting now; anything not delivered stays in the spool\n`);
@@ -141,7 +142,7 @@ async function main(argv: string[]): Promise<number> {
         if (!isStarted) process.exit(EXIT.failure);
         return;
       }
-      firstStopAt = Date.now();
+      firstStopAt = performance.now();
       void started
         .then((running) => running.stop(10_000))
         .then(() => cleanup())

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { FsSpool } from '../../src/spool/fs/fs-spool.js';
 import { migrate } from '../../src/spool/postgres/migrations.js';
 import { CHUNK_BYTES, PgSpool } from '../../src/spool/postgres/pg-spool.js';
@@ -143,13 +143,13 @@ describe.each([fsBackend(), pgBackend()])('spool contract: $name', (backend) => 
     const spool = await backend.fresh();
     const kept = await store(spool);
     const half = await spool.beginMessage(newQueueId());
+    // The "dead" process's open file is closed after the test, not by the garbage collector (Node warns of that).
+    onTestFinished(() => half.abort().catch(() => undefined));
     await half.write(Buffer.alloc(CHUNK_BYTES + 10, 65)); // part of it already stored
     // No commit, no abort, no close: the process "dies" here.
     const restarted = await backend.again();
     expect(ids(await restarted.list('queue'))).toEqual([kept.id]);
     expect((await restarted.readMessage(kept.id)).toString()).toContain('body');
-    // The "dead" process's open file is closed here, not by the garbage collector (Node warns of that).
-    await half.abort().catch(() => undefined);
   });
 
   it('claimed: due messages are leased once, within the per-mailbox in-flight limit; held and future ones are not', async () => {
