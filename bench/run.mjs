@@ -348,6 +348,9 @@ try {
   results.relayCpu = cpuFigures(relayOne, relayReused);
   results.driverCpu = { onePerConnectionUsPerMsg: relayOne.driverCpuUsPerMsg, reusedUsPerMsg: relayReused.driverCpuUsPerMsg, againstBaselineOnePerConnection: sinkOne.driverCpuUsPerMsg, againstBaselineReused: sinkReused.driverCpuUsPerMsg };
 
+  // Figures 1-2 left ~200 MB of spool files dirty in the page cache; their writeback is not the
+  // relay's latency (the fdatasync before each 250 would queue behind it), so it runs first.
+  spawnSync('sync');
   relay = await startRelay();
   startups.push(relay.startupMs);
   const latencies = [];
@@ -356,12 +359,15 @@ try {
     const session = await smtpSession(relay.port);
     await session.ehlo();
     await session.message();
-    latencies.push(performance.now() - t0);
+    latencies.push({ ms: performance.now() - t0, session: i + 1 });
     session.close();
   }
   await relay.stop();
-  latencies.sort((a, b) => a - b);
-  results.serialLatency = { p50Ms: quantile(latencies, 0.5), p99Ms: quantile(latencies, 0.99), targetP50Ms: 3, targetP99Ms: 15, samples: latencies.length };
+  latencies.sort((a, b) => a.ms - b.ms);
+  const sortedMs = latencies.map((l) => l.ms);
+  // Where the tail sits (p99 of 500 is the fifth slowest): the first sessions after start, or spread.
+  const slowest = latencies.slice(-5).reverse().map((l) => ({ ms: l.ms, session: l.session }));
+  results.serialLatency = { p50Ms: quantile(sortedMs, 0.5), p99Ms: quantile(sortedMs, 0.99), targetP50Ms: 3, targetP99Ms: 15, samples: latencies.length, slowest };
 
   results.delivery = await measureDelivery();
 
@@ -452,7 +458,7 @@ const lines = [
   `   ceiling, a no-op smtp-server with the relay's options: ${f(r.smtpServerCeiling.onePerConnectionMsgPerSec, 0)} msg/s = ${f(r.smtpServerCeiling.onePerConnectionRatio * 100)} % of the baseline one per connection, ${f(r.smtpServerCeiling.reusedMsgPerSec, 0)} msg/s = ${f(r.smtpServerCeiling.reusedRatio * 100)} % reused`,
   `   floor of durability, a bare Node responder that group-commits each message with fdatasync: ${f(r.durableFloor.onePerConnectionMsgPerSec, 0)} msg/s = ${f(r.durableFloor.onePerConnectionRatio * 100)} % one per connection, ${f(r.durableFloor.reusedMsgPerSec, 0)} msg/s = ${f(r.durableFloor.reusedRatio * 100)} % reused`,
   `   CPU per message in microseconds (whole process, user + kernel), one per connection / reused: ${r.baseline} ${us(r.baselineCpu)}, no-op smtp-server ${us(r.smtpServerCeiling.cpu)}, bare durable responder ${us(r.durableFloor.cpu)}, relay ${us(r.relayCpu)}; the load generator itself ${us({ onePerConnectionUsPerMsg: r.driverCpu.onePerConnectionUsPerMsg, reusedUsPerMsg: r.driverCpu.reusedUsPerMsg })} (driving the relay)`,
-  `3. serial latency, connect to 250:         p50 ${f(r.serialLatency.p50Ms, 2)} ms (target <= 3: ${ok(r.serialLatency.p50Ms <= 3)}), p99 ${f(r.serialLatency.p99Ms, 2)} ms (target <= 15: ${ok(r.serialLatency.p99Ms <= 15)})`,
+  `3. serial latency, connect to 250:         p50 ${f(r.serialLatency.p50Ms, 2)} ms (target <= 3: ${ok(r.serialLatency.p50Ms <= 3)}), p99 ${f(r.serialLatency.p99Ms, 2)} ms (target <= 15: ${ok(r.serialLatency.p99Ms <= 15)}); slowest five: ${r.serialLatency.slowest.map((l) => `${f(l.ms, 1)} ms (session ${l.session})`).join(', ')} of ${r.serialLatency.samples}`,
   `4. delivery at 100 ms Graph latency:       ${f(r.delivery.msgPerSec)} msg/s of ${f(r.delivery.graphLimitMsgPerSec, 0)} allowed = ${f(r.delivery.ratio * 100)} % (target >= 95 %: ${ok(r.delivery.ratio >= 0.95)}); self-inflicted 429s: ${r.delivery.selfInflicted429}; max in flight ${r.delivery.maxInFlight}`,
   `5. memory: idle RSS ${f(r.memory.idleRssMb)} MB once settled (${f(r.memory.rssOneSecondAfterStartMb)} MB 1 s after start) (target <= 80: ${ok(r.memory.idleRssMb <= 80)}); peak RSS relaying a ${f(r.memory.bigMessageBytes / 2 ** 20, 0)} MB attachment (${r.memory.bigAttachmentDeliveredBytes > 0 ? 'delivered' : 'NOT delivered'}) ${f(r.memory.peakRssMbDuringBigMessage)} MB (target <= 200: ${ok(r.memory.peakRssMbDuringBigMessage <= 200)}); start-up ${f(r.startupMs.median, 0)} ms median (target <= 1000: ${ok(r.startupMs.median <= 1000)}), ${f(r.startupAfterCrash.ms, 0)} ms after a SIGKILL right after figure 2's burst (${r.startupAfterCrash.journaledMessages} messages taken over from the journal)`,
   ...clusterReport(r.cluster, f, ok),
