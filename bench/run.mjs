@@ -268,7 +268,6 @@ const driver = tools ? 'smtp-source' : 'node load generator';
 const load = (port, count, reuse) => (tools ? smtpSourceLoad(tools, port, count, reuse) : nodeLoad(port, count, reuse));
 const startups = [];
 
-/** Figure 4: one relay on the file spool delivers COUNTS.delivery messages against Graph's 4 slots at 100 ms. */
 /** Figure 3: one sender waiting for each reply, connect to the 250 after DATA. */
 async function measureSerial() {
   // Figures 1-2 left ~200 MB of spool files dirty in the page cache; their writeback is not the
@@ -293,6 +292,7 @@ async function measureSerial() {
   return { p50Ms: quantile(sortedMs, 0.5), p99Ms: quantile(sortedMs, 0.99), targetP50Ms: 3, targetP99Ms: 15, samples: latencies.length, slowest };
 }
 
+/** Figure 4: one relay on the file spool delivers COUNTS.delivery messages against Graph's 4 slots at 100 ms. */
 async function measureDelivery() {
   const relay = await startRelay();
   startups.push(relay.startupMs);

@@ -133,7 +133,8 @@ async function main(argv: string[]): Promise<number> {
     let firstStopAt: number | null = null;
     const onSignal = (signal: NodeJS.Signals) => {
       // performance.now(): a wall clock set back would make every later signal look like a repeat.
-      const action = stopSignalAction(firstStopAt, performance.now());
+      const now = performance.now();
+      const action = stopSignalAction(firstStopAt, now);
       if (action === 'same-stop') return;
       if (action === 'force') {
         process.stderr.write(`second ${signal}: exiting now; anything not delivered stays in the spool\n`);
@@ -142,7 +143,7 @@ async function main(argv: string[]): Promise<number> {
         if (!isStarted) process.exit(EXIT.failure);
         return;
       }
-      firstStopAt = performance.now();
+      firstStopAt = now;
       void started
         .then((running) => running.stop(10_000))
         .then(() => cleanup())

@@ -3,8 +3,14 @@
  * that tie come out in the order they went in, so a burst queued within one millisecond is sent in
  * the order it was accepted (a plain heap hands ties out in an arbitrary order).
  */
+/** An item with the order it was pushed in: the tie-breaker. */
+interface HeapNode<T> {
+  item: T;
+  order: number;
+}
+
 export class MinHeap<T> {
-  private readonly nodes: Array<{ item: T; order: number }> = [];
+  private readonly nodes: HeapNode<T>[] = [];
   private pushed = 0;
 
   constructor(private readonly less: (a: T, b: T) => boolean) {}
@@ -45,7 +51,7 @@ export class MinHeap<T> {
   /** Removes every item matching the predicate (O(n)); used for operator commands, not the hot path. */
   removeWhere(predicate: (item: T) => boolean): T[] {
     const removed: T[] = [];
-    const kept: Array<{ item: T; order: number }> = [];
+    const kept: HeapNode<T>[] = [];
     for (const node of this.nodes.splice(0)) {
       if (predicate(node.item)) removed.push(node.item);
       else kept.push(node);
@@ -54,7 +60,7 @@ export class MinHeap<T> {
     return removed;
   }
 
-  private insert(node: { item: T; order: number }): void {
+  private insert(node: HeapNode<T>): void {
     const nodes = this.nodes;
     nodes.push(node);
     let i = nodes.length - 1;
@@ -67,8 +73,8 @@ export class MinHeap<T> {
   }
 
   private before(i: number, j: number): boolean {
-    const a = this.nodes[i] as { item: T; order: number };
-    const b = this.nodes[j] as { item: T; order: number };
+    const a = this.nodes[i] as HeapNode<T>;
+    const b = this.nodes[j] as HeapNode<T>;
     if (this.less(a.item, b.item)) return true;
     if (this.less(b.item, a.item)) return false;
     return a.order < b.order;
@@ -76,6 +82,6 @@ export class MinHeap<T> {
 
   private swap(i: number, j: number): void {
     const nodes = this.nodes;
-    [nodes[i], nodes[j]] = [nodes[j] as { item: T; order: number }, nodes[i] as { item: T; order: number }];
+    [nodes[i], nodes[j]] = [nodes[j] as HeapNode<T>, nodes[i] as HeapNode<T>];
   }
 }

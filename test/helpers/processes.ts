@@ -78,6 +78,3 @@ export async function runProcess(command: string, args: string[], options: RunOp
     killGroup(child.pid); // also ends anything the process left running (a script's background relay)
   }
 }
-
-/** A free loopback port (for a command that cannot be told to pick port 0 itself): see free-port.ts. */
-export { freePort } from './free-port.js';

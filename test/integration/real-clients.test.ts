@@ -12,7 +12,8 @@ import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, waitForDelivery, type Harness } from '../helpers/harness.js';
 import { itWithTool } from '../helpers/prerequisites.js';
-import { freePort, runProcess } from '../helpers/processes.js';
+import { freePort } from '../helpers/free-port.js';
+import { runProcess } from '../helpers/processes.js';
 
 const run = (program: string, args: string[], waitingFor: string, timeoutMs = 20_000) => runProcess(program, args, { timeoutMs, waitingFor, check: true });
 
